@@ -1,0 +1,40 @@
+"""Engine registry: names map to backend classes, imported only when chosen (heavy deps stay lazy)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from builder.engines.base import Engine
+from builder.errors import UserError
+
+_REGISTRY: dict[str, str] = {
+    "simulated": "builder.engines.simulated:SimulatedEngine",
+    "http": "builder.engines.http:HttpEngine",
+    "transformers": "builder.engines.transformers_engine:TransformersEngine",
+    "sglang": "builder.engines.sglang_engine:SglangEngine",
+}
+
+
+def register(name: str, target: str) -> None:
+    """Add a backend: `target` is 'module:Class'."""
+    _REGISTRY[name] = target
+
+
+def available_engines() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def engine_class(name: str) -> type[Engine]:
+    if name not in _REGISTRY:
+        raise UserError(f"unknown engine {name!r}; choose one of: {', '.join(available_engines())}")
+    module_name, _, class_name = _REGISTRY[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"engine {name!r} is not available: {exc}") from exc
+    return getattr(module, class_name)
+
+
+def create_engine(name: str, **kwargs: Any) -> Engine:
+    return engine_class(name)(**kwargs)

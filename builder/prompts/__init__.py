@@ -1,0 +1,1 @@
+"""Prompt templates and the output constraints that go with them."""

@@ -1,0 +1,74 @@
+"""The units that flow through a build: a source item in, one output record out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# The fixed set of reasons a record can fail with; stats and cards count by these.
+FAIL_REASONS = (
+    "missing",  # the source names a file that is not there
+    "empty",  # zero bytes
+    "decode",  # not a readable image (truncated, wrong format, not an image)
+    "too_large",  # over the pixel limit (decompression-bomb guard)
+    "engine",  # the engine failed after retries (timeouts, 5xx, dead engine)
+    "parse",  # the answer never matched the constraint after retries
+    "source",  # the source row itself is malformed (no image column, bad label)
+)
+
+
+@dataclass
+class Item:
+    """One source item: a stable key, the original encoded bytes, and where it came from."""
+
+    key: str
+    image: bytes | None
+    ext: str
+    ref: dict[str, Any]
+    reference: list[str] | None = None
+    error: str | None = None  # a FAIL_REASONS entry when the source could not deliver the item
+    detail: str = ""
+
+
+@dataclass
+class Record:
+    """Exactly one per source item; what the writers store beside the image."""
+
+    key: str
+    status: str  # "ok" or "failed"
+    labels: list[str] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    candidates: list[str] = field(default_factory=list)
+    reference: list[str] | None = None
+    error: str | None = None
+    detail: str = ""
+    raw: list[dict[str, Any]] = field(default_factory=list)
+    source: dict[str, Any] = field(default_factory=dict)
+    ext: str = ""
+    width: int | None = None
+    height: int | None = None
+    usage: dict[str, float] = field(default_factory=dict)
+    simulated: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "status": self.status,
+            "labels": self.labels,
+            "scores": self.scores,
+            "candidates": self.candidates,
+            "reference": self.reference,
+            "error": self.error,
+            "detail": self.detail,
+            "raw": self.raw,
+            "source": self.source,
+            "ext": self.ext,
+            "width": self.width,
+            "height": self.height,
+            "usage": self.usage,
+            "simulated": self.simulated,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

@@ -1,0 +1,88 @@
+"""The source interface. A reader streams items; it never holds the whole source in memory.
+
+Every item a source names becomes an `Item`, even when its image cannot be read: then `image` is
+None and `error` says why (missing, empty, source), so the run can record it instead of dropping it.
+Keys are stable across runs (derived from paths, ids or indexes) and unique within a source.
+Human labels are mapped to vocabulary names here (via `label_map`), so the rest of the builder
+only ever sees vocabulary labels.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from builder.errors import UserError
+from builder.records import Item
+
+if TYPE_CHECKING:
+    from builder.recipe import SourceSpec
+    from builder.vocab import Vocabulary
+
+_READERS = {
+    "folder": "builder.sources.folder:FolderSource",
+    "hf": "builder.sources.hf:HFSource",
+    "webdataset": "builder.sources.webdataset:WebDatasetSource",
+    "coco": "builder.sources.coco:CocoSource",
+}
+
+
+class Source(ABC):
+    """Base class: owns the limit and the label mapping; a reader fills in `_items`."""
+
+    kind = "source"
+
+    def __init__(self, spec: SourceSpec, vocab: Vocabulary, base_dir: Path):
+        self.spec = spec
+        self.vocab = vocab
+        self.base_dir = base_dir
+
+    def resolve(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def __iter__(self) -> Iterator[Item]:
+        for n, item in enumerate(self._items()):
+            if self.spec.limit is not None and n >= self.spec.limit:
+                return
+            yield item
+
+    @abstractmethod
+    def _items(self) -> Iterator[Item]:
+        """Yield every item of the source in a stable order."""
+
+    def map_labels(self, names: list[Any], where: str) -> list[str]:
+        """Source label names/ids -> vocabulary labels (dedupe, vocabulary order).
+
+        Raises ValueError naming the label when it maps to nothing; the reader turns that into
+        an item with error 'source' (a bad row never kills the run).
+        """
+        vocab_names = self.vocab.names
+        out: set[str] = set()
+        for raw in names:
+            name = str(raw)
+            if name in self.spec.label_map:
+                mapped = self.spec.label_map[name]
+                if mapped is None:
+                    continue
+                name = mapped
+            resolved = name if name in vocab_names else self.vocab.resolve(name)
+            if resolved is None:
+                raise ValueError(f"{where}: label {name!r} is not in the vocabulary (add it to source.label_map)")
+            out.add(resolved)
+        return [n for n in vocab_names if n in out]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.spec.path}
+
+
+def open_source(spec: SourceSpec, vocab: Vocabulary, base_dir: Path) -> Source:
+    module_name, _, cls_name = _READERS[spec.kind].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:  # pragma: no cover - only when an optional dependency is missing
+        raise UserError(f"source kind {spec.kind!r} is not available: {exc}") from exc
+    return getattr(module, cls_name)(spec, vocab, base_dir)
