@@ -38,3 +38,19 @@ def engine_class(name: str) -> type[Engine]:
 
 def create_engine(name: str, **kwargs: Any) -> Engine:
     return engine_class(name)(**kwargs)
+
+
+def engine_from_spec(spec: Any, vocab: Any, kind: str | None = None) -> Engine:
+    """Build the engine a recipe's `engine` section describes (`kind` overrides spec.kind)."""
+    kind = kind or spec.kind
+    common = dict(model=spec.model, concurrency=spec.concurrency, timeout=spec.timeout, retries=spec.retries)
+    if kind == "simulated":
+        from builder.engines.simulated import NoiseModel
+
+        sim = spec.simulation.model_dump()
+        latency = sim.pop("latency")
+        return create_engine(kind, vocab=vocab, noise=NoiseModel(**sim), latency=latency, **common)
+    if kind == "http":
+        return create_engine(kind, servers=list(spec.servers), api=spec.api, api_key_env=spec.api_key_env,
+                             vocab=vocab, **spec.args, **common)
+    return create_engine(kind, vocab=vocab, **spec.args, **common)

@@ -1,0 +1,88 @@
+"""Turn stored image bytes into what an engine can take, or a precise failure reason.
+
+The dataset keeps the original bytes; the engine gets a normalized copy: EXIF orientation
+applied, first frame of animations, any mode (CMYK, 16-bit, palette, alpha) converted to RGB,
+downscaled to a pixel budget, encoded as JPEG. A pixel limit checked before decoding guards
+against decompression bombs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit, before decoding, per call
+
+
+class ImageProblem(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Prepared:
+    data: bytes  # JPEG for the engine
+    width: int  # original size, after EXIF rotation
+    height: int
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grey: scale to 8 bits by the actual range instead of clipping
+        lo, hi = img.getextrema()
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        img = img.point(lambda v: (v - lo) * scale).convert("L")
+    elif img.mode == "F":
+        img = img.convert("L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def prepare_image(data: bytes | None, max_pixels: int, limit_pixels: int, quality: int = 90) -> Prepared:
+    """Normalize for the engine. Raises ImageProblem with a FAIL_REASONS reason."""
+    if data is None:
+        raise ImageProblem("missing", "no image bytes")
+    if len(data) == 0:
+        raise ImageProblem("empty", "zero-byte image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            if img.width * img.height > limit_pixels:
+                raise ImageProblem("too_large", f"{img.width}x{img.height} is over the limit of {limit_pixels} pixels")
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            img = _to_rgb(img)
+    except ImageProblem:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageProblem("decode", f"cannot decode image: {exc}") from exc
+    width, height = img.size
+    if width * height > max_pixels:
+        factor = math.sqrt(max_pixels / (width * height))
+        img = img.resize((max(1, int(width * factor)), max(1, int(height * factor))), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=quality)
+    return Prepared(buffer.getvalue(), width, height)
+
+
+def sniff_extension(data: bytes) -> str | None:
+    """The real format of encoded bytes ('jpg', 'png', ...), or None when not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = (img.format or "").lower()
+    except Exception:
+        return None
+    return {"jpeg": "jpg", "tiff": "tif"}.get(fmt, fmt) or None

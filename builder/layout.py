@@ -1,0 +1,107 @@
+"""Where everything lives in an output folder, and how to read the records back.
+
+OUT/
+  manifest.json                 run state: recipe digest, status, shard count
+  recipe.yaml                   the resolved recipe (reproduces the build)
+  concepts.yaml                 the concept sheet used, when one was given
+  README.md                     the dataset card
+  stats.json                    totals over all shards (+ cost, + eval when present)
+  cache.sqlite                  request cache: every engine answer, keyed by request hash
+  index/shard-00000.parquet     one row per record (all fields but the image)
+  index/shard-00000.stats.json  per-shard counts; written last, it marks the shard complete
+  webdataset/shard-00000.tar    {key}.{ext} original bytes + {key}.json record
+  data/train-00000-of-00002.parquet   Hugging Face layout (image, labels, scores, ...)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from builder.errors import UserError
+from builder.records import Record
+
+MANIFEST = "manifest.json"
+RECIPE = "recipe.yaml"
+CONCEPTS = "concepts.yaml"
+CARD = "README.md"
+STATS = "stats.json"
+CACHE = "cache.sqlite"
+INDEX_DIR = "index"
+WDS_DIR = "webdataset"
+HF_DIR = "data"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def index_path(out: Path, shard: int) -> Path:
+    return out / INDEX_DIR / f"{shard_name(shard)}.parquet"
+
+
+def shard_stats_path(out: Path, shard: int) -> Path:
+    return out / INDEX_DIR / f"{shard_name(shard)}.stats.json"
+
+
+def tar_path(out: Path, shard: int) -> Path:
+    return out / WDS_DIR / f"{shard_name(shard)}.tar"
+
+
+def completed_shards(out: Path) -> list[int]:
+    """Shards whose stats json exists: the last file written for a shard."""
+    folder = out / INDEX_DIR
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.glob("shard-*.stats.json"):
+        try:
+            found.append(int(p.name.split(".")[0].split("-")[1]))
+        except (IndexError, ValueError):
+            continue
+    return sorted(found)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def require_output(out: Path) -> Path:
+    out = Path(out)
+    if not (out / MANIFEST).is_file():
+        raise UserError(f"{out}: not a tagllm output folder (no {MANIFEST})")
+    return out
+
+
+# Columns of the index parquet; nested values are stored as JSON strings to keep the schema flat.
+JSON_COLUMNS = ("labels", "scores", "candidates", "reference", "raw", "source", "usage")
+
+
+def record_row(record: Record, shard: int) -> dict[str, Any]:
+    row = record.to_json()
+    for col in JSON_COLUMNS:
+        row[col] = json.dumps(row[col], separators=(",", ":"))
+    row["shard"] = shard
+    return row
+
+
+def row_record(row: dict[str, Any]) -> Record:
+    data = dict(row)
+    for col in JSON_COLUMNS:
+        if isinstance(data.get(col), str):
+            data[col] = json.loads(data[col])
+    data.pop("shard", None)
+    return Record.from_json(data)
+
+
+def iter_records(out: Path) -> Iterator[Record]:
+    """Every record of a build, shard by shard, in source order (images not included)."""
+    out = require_output(out)
+    for shard in completed_shards(out):
+        table = pq.read_table(index_path(out, shard))
+        for row in table.to_pylist():
+            yield row_record(row)
