@@ -1,0 +1,48 @@
+# The two commands a new user runs: `make demo` and `make test`. Everything is installed here.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+OUT ?= out/demo
+MODEL ?=
+
+.PHONY: demo test test-slow lint bench gpu-smoke install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[dev,hf,train]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/tagllm build recipes/demo.yaml --out $(OUT) --overwrite
+	$(VENV)/bin/tagllm eval $(OUT)
+	$(VENV)/bin/tagllm inspect $(OUT)
+	@echo "dataset: $(OUT) (card: $(OUT)/README.md)"
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check builder tests
+
+bench: $(STAMP)
+	$(PY) tests/benchmarks/run_all.py
+
+# On a GPU machine with `pip install 'tagllm[sglang]'`: make gpu-smoke MODEL=Qwen/Qwen2.5-VL-3B-Instruct
+gpu-smoke: $(STAMP)
+	@test -n "$(MODEL)" || (echo "usage: make gpu-smoke MODEL=<model id or dir>"; exit 2)
+	$(VENV)/bin/tagllm build recipes/demo.yaml --engine sglang --model $(MODEL) --out out/gpu-smoke --overwrite
+	$(VENV)/bin/tagllm inspect out/gpu-smoke
+
+clean:
+	rm -rf out .pytest_cache

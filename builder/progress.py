@@ -1,0 +1,53 @@
+"""Live progress on stderr: images/s, ok, failed by reason, cached answers."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class Reporter:
+    """Counts what happens during a build; shows it live when `show` is on."""
+
+    def __init__(self, total: int | None = None, show: bool = True, label: str = "tagging"):
+        self.counts: Counter[str] = Counter()
+        self.started = time.perf_counter()
+        self.show = show and sys.stderr.isatty()
+        self._progress: Progress | None = None
+        if self.show:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:.1f} img/s  ok {task.fields[ok]}  failed {task.fields[failed]}"
+                           "  cached {task.fields[cached]}"),
+                TimeElapsedColumn(), console=Console(stderr=True), transient=False,
+            )
+            self._task = self._progress.add_task(label, total=total, rate=0.0, ok=0, failed=0, cached=0)
+            self._progress.start()
+
+    def record(self, status: str, reason: str | None, cached: int) -> None:
+        self.counts["images"] += 1
+        self.counts[status] += 1
+        if reason:
+            self.counts[f"failed:{reason}"] += 1
+        self.counts["cached"] += cached
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, rate=self.rate(), ok=self.counts["ok"],
+                                  failed=self.counts["failed"], cached=self.counts["cached"])
+
+    def skip(self, n: int) -> None:
+        """Items of shards finished in an earlier run."""
+        self.counts["skipped"] += n
+        if self._progress is not None:
+            self._progress.update(self._task, advance=n)
+
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self.started
+        return self.counts["images"] / elapsed if elapsed > 0 else 0.0
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
