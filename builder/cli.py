@@ -102,9 +102,10 @@ def build(recipe: Path, engine: str | None, model: str | None, servers: tuple[st
     from builder.run import Builder
 
     loaded = load_recipe(recipe, _build_overrides(engine, model, servers, api, limit, out, formats, strategy, sets))
-    if loaded.recipe.engine.kind == "simulated":
+    builder = Builder(loaded, Path(loaded.recipe.output.dir), overwrite=overwrite, progress=not no_progress)
+    if builder.check().simulated:
         click.echo(SIM_BANNER, err=True)
-    result = Builder(loaded, Path(loaded.recipe.output.dir), overwrite=overwrite, progress=not no_progress).run()
+    result = builder.run()
     print_summary(result)
 
 

@@ -224,6 +224,7 @@ class LoadedRecipe:
         data = self.resolved()
         for k in ("output", "card", "hub", "cost"):
             data.pop(k, None)
+        data["source"].pop("limit", None)
         data["engine"].pop("concurrency", None)
         data["engine"].pop("servers", None)
         data["concepts"] = self.concepts.digest()

@@ -65,21 +65,20 @@ def choose_engine_kind(kind: str) -> str:
     )
 
 
-def _prepare_out(out: Path, digest: str, overwrite: bool) -> dict[str, Any] | None:
-    """Check the output folder; return the manifest of an earlier run to resume, or None."""
+def _check_out(out: Path, digest: str, overwrite: bool) -> dict[str, Any] | None:
+    """Check the output folder (read only); return the manifest of an earlier run to resume, or None."""
     manifest_path = out / layout.MANIFEST
     if manifest_path.is_file():
         manifest = layout.read_json(manifest_path)
         if overwrite:
-            shutil.rmtree(out)
-        elif manifest.get("recipe_digest") != digest:
+            return None
+        if manifest.get("recipe_digest") != digest:
             raise RunError(
                 f"{out}: was built from a different recipe (digest {manifest.get('recipe_digest')} != {digest}); "
                 "pass --overwrite to start over or choose another --out"
             )
-        else:
-            return manifest
-    elif out.exists() and any(out.iterdir()):
+        return manifest
+    if out.exists() and any(out.iterdir()):
         raise RunError(f"{out}: exists, is not empty and is not a tagllm output; choose another --out")
     return None
 
@@ -121,6 +120,7 @@ class Builder:
         self.progress = progress
         self._engine = engine
         self.window = window
+        self._checked: tuple | None = None
 
     def _engine_for_run(self) -> Engine:
         if self._engine is not None:
@@ -131,68 +131,82 @@ class Builder:
     def digest(self) -> str:
         return self.loaded.digest() + f"-{self.recipe.output.samples_per_shard}"
 
-    def run(self) -> BuildResult:
-        digest = self.digest()
-        earlier = _prepare_out(self.out, digest, self.overwrite)
-        engine = self._engine_for_run()
-        source = open_source(self.recipe.source, self.loaded.vocab, self.loaded.base_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_recipe(self.loaded, self.out)
-        manifest = {
-            "tagllm_version": __version__, "recipe_digest": digest, "name": self.recipe.name,
-            "status": "running", "started": (earlier or {}).get("started") or _now(),
-            "engine": engine.describe(), "simulated": engine.simulated,
-            "strategy": self.recipe.tagging.strategy, "formats": self.recipe.output.formats,
-            "samples_per_shard": self.recipe.output.samples_per_shard,
-            "vocabulary": {"name": self.loaded.vocab.name, "digest": self.loaded.vocab.digest()},
-            "concepts_digest": self.loaded.concepts.digest(),
-        }
-        _write_json(self.out / layout.MANIFEST, manifest)
-        cache = RequestCache(self.out / layout.CACHE)
-        reporter = Reporter(total=self.recipe.source.limit, show=self.progress)
-        try:
-            result = asyncio.run(self._run(engine, source, cache, reporter))
-        finally:
-            reporter.close()
-            cache.close()
-        manifest.update(status="complete", finished=_now(), shards=result.shards)
-        _write_json(self.out / layout.MANIFEST, manifest)
-        return result
+    def check(self) -> Engine:
+        """Validate templates, engine choice, source and output folder; writes nothing."""
+        if self._checked is None:
+            digest = self.digest()
+            ctx = TaggingContext(self.loaded)
+            engine = self._engine_for_run()
+            source = open_source(self.recipe.source, self.loaded.vocab, self.loaded.base_dir)
+            earlier = _check_out(self.out, digest, self.overwrite)
+            self._checked = (ctx, engine, source, digest, earlier)
+        return self._checked[1]
 
-    async def _run(self, engine: Engine, source: Any, cache: RequestCache, reporter: Reporter) -> BuildResult:
-        ctx = TaggingContext(self.loaded)
+    def run(self) -> BuildResult:
+        """Check everything, start the engine, then write; input errors leave nothing behind."""
+        self.check()
+        return asyncio.run(self._main(*self._checked))
+
+    async def _main(self, ctx: TaggingContext, engine: Engine, source: Any, digest: str,
+                    earlier: dict[str, Any] | None) -> BuildResult:
         await engine.start()
         try:
-            asker = Asker(engine, cache, self.loaded.vocab.digest())
-            strategy = make_strategy(self.recipe.tagging.strategy, ctx, asker, engine.simulated)
-            done = set(layout.completed_shards(self.out))
-            per_shard = self.recipe.output.samples_per_shard
-            items = iter(source)
-            shard, skipped = 0, 0
-            writers = make_writers(self.out, self.loaded.vocab, self.recipe.output.formats)
-            while True:
-                chunk = islice(items, per_shard)
-                if shard in done:
-                    n = sum(1 for _ in chunk)
-                    if n == 0:
-                        break
-                    reporter.skip(n)
-                    skipped += 1
-                    shard += 1
-                    continue
+            if self.overwrite and self.out.exists():
+                shutil.rmtree(self.out)
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_recipe(self.loaded, self.out)
+            manifest = {
+                "tagllm_version": __version__, "recipe_digest": digest, "name": self.recipe.name,
+                "status": "running", "started": (earlier or {}).get("started") or _now(),
+                "engine": engine.describe(), "simulated": engine.simulated,
+                "strategy": self.recipe.tagging.strategy, "formats": self.recipe.output.formats,
+                "samples_per_shard": self.recipe.output.samples_per_shard,
+                "vocabulary": {"name": self.loaded.vocab.name, "digest": self.loaded.vocab.digest()},
+                "concepts_digest": self.loaded.concepts.digest(),
+            }
+            _write_json(self.out / layout.MANIFEST, manifest)
+            cache = RequestCache(self.out / layout.CACHE)
+            reporter = Reporter(total=self.recipe.source.limit, show=self.progress)
+            try:
+                asker = Asker(engine, cache, self.loaded.vocab.digest())
+                strategy = make_strategy(self.recipe.tagging.strategy, ctx, asker, engine.simulated)
+                shards, skipped = await self._shards(source, strategy, asker, reporter, engine)
+            finally:
+                reporter.close()
+                cache.close()
+        finally:
+            await engine.close()
+        stats = finalize_output(self.out, self.loaded, engine.describe())
+        manifest.update(status="complete", finished=_now(), shards=shards)
+        _write_json(self.out / layout.MANIFEST, manifest)
+        return BuildResult(self.out, stats, shards, skipped, asker.counts["sent"], engine.simulated,
+                           engine.describe())
+
+    async def _shards(self, source: Any, strategy: Any, asker: Asker, reporter: Reporter,
+                      engine: Engine) -> tuple[int, int]:
+        """Walk the source shard by shard; complete shards of an earlier run are skipped."""
+        done = set(layout.completed_shards(self.out))
+        per_shard = self.recipe.output.samples_per_shard
+        writers = make_writers(self.out, self.loaded.vocab, self.recipe.output.formats)
+        items = iter(source)
+        shard, skipped = 0, 0
+        while True:
+            chunk = islice(items, per_shard)
+            if shard in done:
+                n = sum(1 for _ in chunk)
+                if n == 0:
+                    break
+                reporter.skip(n)
+                skipped += 1
+            else:
                 first = next(chunk, None)
                 if first is None:
                     break
                 await self._shard(shard, _chain(first, chunk), strategy, asker, writers, reporter, engine)
-                shard += 1
-        finally:
-            await engine.close()
-        shards = list(range(shard))
+            shard += 1
         for w in writers:
-            w.finalize(shards)
-        stats = self.finalize(engine)
-        return BuildResult(self.out, stats, shard, skipped, asker.counts["sent"], engine.simulated,
-                           engine.describe())
+            w.finalize(list(range(shard)))
+        return shard, skipped
 
     async def _shard(self, shard: int, items: Iterator[Item], strategy: Any, asker: Asker,
                      writers: list, reporter: Reporter, engine: Engine) -> None:
@@ -223,9 +237,6 @@ class Builder:
         data = stats.finish(time.perf_counter() - started, asker.counts["sent"] - sent0,
                             asker.counts["retries"] - retries0, engine.simulated)
         _write_json(layout.shard_stats_path(self.out, shard), data)
-
-    def finalize(self, engine: Engine) -> dict[str, Any]:
-        return finalize_output(self.out, self.loaded, engine.describe())
 
 
 def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any] | None = None) -> dict[str, Any]:

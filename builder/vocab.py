@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from builder.errors import UserError
 
@@ -53,11 +53,12 @@ class Vocabulary(BaseModel):
     version: str = Field("1", description="Human version tag; the content hash is tracked as well.")
     groups: list[Group] = Field(description="Semantic groups; one stage-1 request per group per image.")
 
-    @model_validator(mode="after")
-    def _unique(self) -> Vocabulary:
+    @field_validator("groups")
+    @classmethod
+    def _unique(cls, groups: list[Group]) -> list[Group]:
         seen: dict[str, str] = {}
         group_names: set[str] = set()
-        for group in self.groups:
+        for group in groups:
             if group.name in group_names:
                 raise ValueError(f"duplicate group {group.name!r}")
             group_names.add(group.name)
@@ -72,7 +73,7 @@ class Vocabulary(BaseModel):
                 seen[label.name] = group.name
         if not seen:
             raise ValueError("vocabulary has no labels")
-        return self
+        return groups
 
     @property
     def labels(self) -> list[Label]:

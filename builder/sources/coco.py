@@ -1,0 +1,92 @@
+"""COCO reader: images of an instances JSON, with the set of annotated categories as human labels.
+
+The JSON is one file and is loaded once; the image → categories index is built from it up front.
+Image bytes are read lazily, one file at a time, in image-id order (stable across runs).
+An image with no annotations has the reference [] (COCO annotates its 80 categories exhaustively).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from builder.errors import UserError
+from builder.records import Item
+from builder.sources.base import Source
+from builder.sources.folder import read_image_file, safe_key, split_ext
+
+if TYPE_CHECKING:
+    from builder.recipe import SourceSpec
+    from builder.vocab import Vocabulary
+
+
+class CocoSource(Source):
+    """`spec.annotations` (instances JSON) over the image folder `spec.path`."""
+
+    kind = "coco"
+
+    def __init__(self, spec: SourceSpec, vocab: Vocabulary, base_dir: Path):
+        super().__init__(spec, vocab, base_dir)
+        if not spec.annotations:
+            raise UserError("source.annotations: a COCO source needs the instances JSON file")
+        self.annotations = self.resolve(spec.annotations)
+        if not self.annotations.is_file():
+            raise UserError(f"source.annotations: file not found: {self.annotations}")
+        self.root = self.resolve(spec.path)
+        if not self.root.is_dir():
+            raise UserError(f"source.path: not a folder: {self.root}")
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["annotations"] = str(self.annotations)
+        return out
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            with self.annotations.open(encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{self.annotations}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+            raise UserError(f"{self.annotations}: not a COCO instances file (no 'images' list)")
+        return data
+
+    def _items(self) -> Iterator[Item]:
+        data = self._load()
+        names = {c["id"]: c["name"] for c in data.get("categories", [])}
+        per_image: dict[Any, set[Any]] = {}
+        for ann in data.get("annotations", []):
+            per_image.setdefault(ann.get("image_id"), set()).add(ann.get("category_id"))
+        images = sorted(data["images"], key=lambda im: im["id"])
+        del data  # keep only what the stream needs: the annotation list can be large
+        seen: set[str] = set()
+        for image in images:
+            yield self._item(image, per_image.get(image["id"], set()), names, seen)
+
+    def _item(self, image: dict[str, Any], cat_ids: set[Any], names: dict[Any, str], seen: set[str]) -> Item:
+        file_name = str(image.get("file_name", ""))
+        image_id = image["id"]
+        key = safe_key(PurePosixPath(file_name).stem) if file_name else f"{image_id}"
+        if key in seen:
+            key = f"{key}_{image_id}"
+        seen.add(key)
+        ref = {"file": file_name, "image_id": image_id}
+        ext = split_ext(file_name)[1]
+        reference: list[str] | None = None
+        error: str | None = None
+        detail = ""
+        try:
+            unknown = sorted(str(c) for c in cat_ids if c not in names)
+            if unknown:
+                raise ValueError(f"{file_name}: category id {unknown[0]} is not in the file's categories")
+            reference = self.map_labels([names[c] for c in sorted(cat_ids)], f"{file_name}")
+        except ValueError as exc:
+            error, detail = "source", str(exc)
+        if not file_name:
+            return Item(key, None, ext, ref, reference, "source", f"image id {image_id} has no file_name")
+        data, read_error, read_detail = read_image_file(self.root / file_name)
+        if read_error:
+            error, detail = read_error, read_detail
+        return Item(key=key, image=data, ext=ext, ref=ref, reference=reference, error=error, detail=detail)

@@ -1,0 +1,152 @@
+"""WebDataset reader: samples from tar shards, raw member bytes, no decoding.
+
+`spec.path` is one tar, a folder of tars (sorted by name), or a brace pattern such as
+`shards/train-{000000..000009}.tar`. The `webdataset` library groups tar members into samples;
+a shard that cannot be read stops the run with a clear message naming the shard, because its
+samples cannot be enumerated (and so cannot be recorded one by one).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import Any
+
+from builder.errors import UserError
+from builder.records import Item
+from builder.sources.base import Source
+from builder.sources.folder import IMAGE_EXTS, safe_key, split_label_text
+
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+REMOTE = re.compile(r"^(pipe|https?|s3|gs|hf):")
+
+
+def member_ext(field: str) -> str:
+    """Last part of a member suffix: 'd.png' -> 'png' (keys split at the first dot)."""
+    return field.rsplit(".", 1)[-1].lower()
+
+
+class WebDatasetSource(Source):
+    """Every sample of the shards, in shard order then tar order."""
+
+    kind = "webdataset"
+
+    def shard_urls(self) -> list[str]:
+        """Local shard paths (a brace pattern expanded here, so each shard is checked); remote URLs as given."""
+        raw = self.spec.path
+        if REMOTE.match(raw):
+            return [raw]
+        if "{" in raw:
+            from braceexpand import braceexpand  # a dependency of webdataset
+
+            shards = [self.resolve(name) for name in braceexpand(raw)]
+            absent = [p for p in shards if not p.is_file()]
+            if absent:
+                raise UserError(f"source.path: {len(absent)} shard(s) of {raw} not found, e.g. {absent[0]}")
+            return [str(p) for p in shards]
+        path = self.resolve(raw)
+        if path.is_dir():
+            shards = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(SHARD_SUFFIXES))
+            if not shards:
+                raise UserError(f"source.path: no .tar shards in {path}")
+            return [str(p) for p in shards]
+        if not path.is_file():
+            raise UserError(f"source.path: no such tar file or folder: {path}")
+        return [str(path)]
+
+    def _samples(self) -> Iterator[dict[str, Any]]:
+        import webdataset as wds
+
+        urls = self.shard_urls()  # one remote pattern is passed as a string so webdataset expands it
+        ds = wds.WebDataset(urls[0] if len(urls) == 1 else urls, shardshuffle=False, empty_check=False)
+        it = iter(ds)
+        while True:
+            try:
+                sample = next(it)
+            except StopIteration:
+                return
+            except (OSError, ValueError, tarfile.TarError) as exc:
+                raise UserError(f"source: cannot read WebDataset shards {self.spec.path}: {exc}") from exc
+            yield sample
+
+    def _items(self) -> Iterator[Item]:
+        seen: set[str] = set()
+        for sample in self._samples():
+            yield self._item(sample, seen)
+
+    def _image_field(self, sample: dict[str, Any]) -> str | None:
+        col = self.spec.image_column
+        if col in sample and not col.startswith("__"):
+            return col
+        for field in sample:
+            if not field.startswith("__") and member_ext(field) in IMAGE_EXTS:
+                return field
+        return None
+
+    def _label_field(self, sample: dict[str, Any]) -> str | None:
+        col = self.spec.label_column
+        if not col:
+            return None
+        if col in sample:
+            return col
+        return next((f for f in sample if not f.startswith("__") and member_ext(f) == col.lower()), None)
+
+    def _key(self, sample: dict[str, Any], shard: str, seen: set[str]) -> str:
+        key = safe_key(sample["__key__"])
+        if key in seen:  # the same sample name in two shards
+            key = safe_key(f"{PurePosixPath(shard).name.split('.')[0]}_{sample['__key__']}")
+        base, n = key, 2
+        while key in seen:
+            key = f"{base}_{n}"
+            n += 1
+        seen.add(key)
+        return key
+
+    def _item(self, sample: dict[str, Any], seen: set[str]) -> Item:
+        shard = PurePosixPath(str(sample.get("__url__", ""))).name
+        key = self._key(sample, shard, seen)
+        field = self._image_field(sample)
+        ref = {"tar": shard, "member": f"{sample['__key__']}.{field}" if field else None}
+        reference: list[str] | None = None
+        error: str | None = None
+        detail = ""
+        label_field = self._label_field(sample)
+        if label_field:
+            try:
+                names = parse_labels(sample[label_field], label_field)
+                reference = self.map_labels(names, f"{shard}: {sample['__key__']}.{label_field}")
+            except ValueError as exc:
+                error, detail = "source", str(exc)
+        image: bytes | None = None
+        ext = ""
+        if field is None:
+            error, detail = "missing", f"sample {sample['__key__']!r} in {shard} has no image member"
+        else:
+            image, ext = bytes(sample[field]), member_ext(field)
+            if not image:
+                image, error, detail = None, "empty", f"{sample['__key__']}.{field} in {shard} has zero bytes"
+        return Item(key=key, image=image, ext=ext, ref=ref, reference=reference, error=error, detail=detail)
+
+
+def parse_labels(data: bytes, field: str) -> list[Any]:
+    """Label names from a member: JSON (a list, or an object with 'labels') or text split on ',' ';' newlines."""
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{field}: labels are not UTF-8 text") from exc
+    if member_ext(field) == "json":
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{field}: not valid JSON ({exc.msg})") from exc
+        if isinstance(value, dict):
+            value = value.get("labels")
+        if isinstance(value, str):
+            return split_label_text(value)
+        if not isinstance(value, list):
+            raise ValueError(f"{field}: expected a list of labels or an object with a 'labels' list")
+        return value
+    return [name for line in text.splitlines() for name in split_label_text(line)]
