@@ -164,6 +164,42 @@ def inspect(out: Path, as_json: bool) -> None:
     click.echo(info["text"])
 
 
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--threshold", type=float, help="New global score threshold.")
+@click.option("--thresholds", "thresholds_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Per-label thresholds YAML (e.g. from `tagllm eval --tune`).")
+@handle_errors
+def relabel(out: Path, threshold: float | None, thresholds_file: Path | None) -> None:
+    """Re-threshold OUT from the cached answers: no engine call, every file rewritten.
+
+    \b
+    Example:
+      tagllm relabel out/demo --threshold 0.7
+      tagllm relabel out/demo --thresholds out/demo/eval/thresholds.yaml
+    """
+    from builder.maintain import relabel as run_relabel
+
+    print_summary(run_relabel(out, threshold, thresholds_file))
+
+
+@main.command("retry-failed")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe field.")
+@click.option("--no-progress", is_flag=True, help="No live progress bar.")
+@handle_errors
+def retry_failed(out: Path, sets: tuple[str, ...], no_progress: bool) -> None:
+    """Re-run only the failed items of OUT (their shards are rewritten; ok answers come from the cache).
+
+    \b
+    Example:
+      tagllm retry-failed out/coco2014 --set engine.timeout=300
+    """
+    from builder.maintain import retry_failed as run_retry
+
+    print_summary(run_retry(out, list(sets), progress=not no_progress))
+
+
 @main.group()
 def recipe() -> None:
     """Check recipes and print their schema."""

@@ -52,6 +52,7 @@ class SimulationSpec(Strict):
     false_positive_rate: float = Field(0.02, ge=0, le=1, description="Chance of a label in an empty group.")
     flip_rate: float = Field(0.05, ge=0, le=1, description="Chance the yes/no check answers the wrong way.")
     latency: float = Field(0.0, ge=0, description="Seconds each simulated request takes.")
+    crash_every: int = Field(0, ge=0, description="Die after this many requests (tests engine restarts); 0 = never.")
 
 
 class EngineSpec(Strict):
@@ -214,9 +215,18 @@ class LoadedRecipe:
         return self.thresholds.get(label, self.recipe.tagging.threshold)
 
     def resolved(self) -> dict[str, Any]:
-        """The recipe as saved next to the data: inline vocabulary, absolute source paths, no secrets."""
+        """The recipe as saved next to the data: inline vocabulary, absolute paths, no secrets.
+
+        API keys are never in a recipe: only the name of the variable that holds one.
+        """
         data = self.recipe.model_dump(mode="json")
         data["vocabulary"] = self.vocab.model_dump(mode="json")
+        for section, keys in (("source", ("path", "annotations")),
+                              ("tagging", ("stage1_template", "stage2_template", "thresholds_file"))):
+            for key in keys:
+                p = self.path(data[section].get(key))
+                if p is not None and p.exists():
+                    data[section][key] = str(p.resolve())
         return data
 
     def digest(self) -> str:
@@ -225,6 +235,7 @@ class LoadedRecipe:
         for k in ("output", "card", "hub", "cost"):
             data.pop(k, None)
         data["source"].pop("limit", None)
+        data["tagging"].pop("concept_sheet", None)
         data["engine"].pop("concurrency", None)
         data["engine"].pop("servers", None)
         data["concepts"] = self.concepts.digest()

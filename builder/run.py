@@ -65,14 +65,14 @@ def choose_engine_kind(kind: str) -> str:
     )
 
 
-def _check_out(out: Path, digest: str, overwrite: bool) -> dict[str, Any] | None:
+def _check_out(out: Path, digest: str, overwrite: bool, adopt: bool = False) -> dict[str, Any] | None:
     """Check the output folder (read only); return the manifest of an earlier run to resume, or None."""
     manifest_path = out / layout.MANIFEST
     if manifest_path.is_file():
         manifest = layout.read_json(manifest_path)
         if overwrite:
             return None
-        if manifest.get("recipe_digest") != digest:
+        if manifest.get("recipe_digest") != digest and not adopt:
             raise RunError(
                 f"{out}: was built from a different recipe (digest {manifest.get('recipe_digest')} != {digest}); "
                 "pass --overwrite to start over or choose another --out"
@@ -90,20 +90,11 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def save_recipe(loaded: LoadedRecipe, out: Path) -> None:
-    """The resolved recipe beside the data, with absolute paths so it re-runs from anywhere."""
+    """The resolved recipe beside the data, so `tagllm build OUT/recipe.yaml` re-runs it from anywhere."""
     data = loaded.resolved()
-    src = data["source"]
-    for key in ("path", "annotations"):
-        p = loaded.path(src.get(key)) if src.get(key) else None
-        if p is not None and p.exists():
-            src[key] = str(p.resolve())
-    tagging = data["tagging"]
-    for key in ("stage1_template", "stage2_template", "thresholds_file"):
-        if tagging.get(key):
-            tagging[key] = str(loaded.path(tagging[key]).resolve())
-    if tagging.get("concept_sheet"):
+    if data["tagging"].get("concept_sheet"):
         loaded.concepts.save(out / layout.CONCEPTS)
-        tagging["concept_sheet"] = layout.CONCEPTS
+        data["tagging"]["concept_sheet"] = layout.CONCEPTS
     data["output"]["dir"] = str(out.resolve())
     (out / layout.RECIPE).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
@@ -112,7 +103,8 @@ class Builder:
     """One build of one recipe into one output folder."""
 
     def __init__(self, loaded: LoadedRecipe, out: Path, engine: Engine | None = None,
-                 overwrite: bool = False, progress: bool = True, window: int | None = None):
+                 overwrite: bool = False, progress: bool = True, window: int | None = None,
+                 adopt: bool = False):
         self.loaded = loaded
         self.recipe = loaded.recipe
         self.out = Path(out)
@@ -121,6 +113,7 @@ class Builder:
         self._engine = engine
         self.window = window
         self._checked: tuple | None = None
+        self.adopt = adopt  # continue an output made by another recipe digest (relabel, retry-failed)
 
     def _engine_for_run(self) -> Engine:
         if self._engine is not None:
@@ -138,7 +131,7 @@ class Builder:
             ctx = TaggingContext(self.loaded)
             engine = self._engine_for_run()
             source = open_source(self.recipe.source, self.loaded.vocab, self.loaded.base_dir)
-            earlier = _check_out(self.out, digest, self.overwrite)
+            earlier = _check_out(self.out, digest, self.overwrite, self.adopt)
             self._checked = (ctx, engine, source, digest, earlier)
         return self._checked[1]
 

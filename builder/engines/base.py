@@ -11,6 +11,7 @@ import asyncio
 import random
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,13 @@ class EngineError(Exception):
         self.transient = transient
 
 
+class EngineDied(EngineError):
+    """The backend itself is gone (crashed subprocess, lost GPU): restart it, then retry."""
+
+    def __init__(self, message: str):
+        super().__init__(message, transient=True)
+
+
 class Engine(ABC):
     """Base class for all backends."""
 
@@ -88,6 +96,7 @@ class Engine(ABC):
         timeout: float = 120.0,
         retries: int = 3,
         backoff: float = 0.5,
+        max_restarts: int = 2,
         **options: Any,
     ):
         self.model = model or ""
@@ -95,6 +104,9 @@ class Engine(ABC):
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self.max_restarts = max_restarts
+        self.restarts = 0
+        self._restart_lock: asyncio.Lock | None = None
         self.options = options
         self._semaphore: asyncio.Semaphore | None = None
         self.calls = 0  # requests actually sent to the backend, retries included
@@ -118,11 +130,29 @@ class Engine(ABC):
         return {"engine": self.name, "model": self.model, "simulated": self.simulated}
 
     # --- the loop --------------------------------------------------------------------------
-    async def generate(self, requests: list[Request]) -> list[Result]:
-        """Answer every request; failures come back as results with `error` set."""
+    async def generate(self, requests: list[Request],
+                       on_result: Callable[[int, Result], None] | None = None) -> list[Result]:
+        """Answer every request; failures come back as results with `error` set.
+
+        `on_result(i, result)` is called as each answer arrives, so callers can store it at once
+        (a run killed mid-batch keeps what was already answered).
+        """
         if not requests:
             return []
-        return await self._generate_batch(requests)
+        if on_result is None:
+            return await self._generate_batch(requests)
+        if type(self)._generate_batch is not Engine._generate_batch:
+            results = await self._generate_batch(requests)  # a batching backend answers all at once
+            for i, result in enumerate(results):
+                on_result(i, result)
+            return results
+
+        async def one(i: int, request: Request) -> Result:
+            result = await self._with_retries(request)
+            on_result(i, result)
+            return result
+
+        return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
 
     async def _generate_batch(self, requests: list[Request]) -> list[Result]:
         return list(await asyncio.gather(*(self._with_retries(r) for r in requests)))
@@ -149,6 +179,9 @@ class Engine(ABC):
         except asyncio.TimeoutError:
             return Result(error=f"timeout after {self.timeout:g}s", transient=True,
                           latency=time.perf_counter() - started)
+        except EngineDied as exc:
+            revived = await self._revive()
+            return Result(error=f"engine died: {exc}", transient=revived, latency=time.perf_counter() - started)
         except EngineError as exc:
             return Result(error=str(exc), transient=exc.transient, latency=time.perf_counter() - started)
         except Exception as exc:  # a backend bug or library error must not kill the run
@@ -156,6 +189,21 @@ class Engine(ABC):
         if not result.latency:
             result.latency = time.perf_counter() - started
         return result
+
+    async def _revive(self) -> bool:
+        """Restart a dead backend once (concurrent failures share the restart); False past the limit."""
+        if self._restart_lock is None:
+            self._restart_lock = asyncio.Lock()
+        generation = self.restarts
+        async with self._restart_lock:
+            if self.restarts != generation:
+                return True  # another request already restarted it
+            if self.restarts >= self.max_restarts:
+                return False
+            self.restarts += 1
+            await self.close()
+            await self.start()
+            return True
 
     @abstractmethod
     async def _generate_one(self, request: Request) -> Result:

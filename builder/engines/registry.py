@@ -48,8 +48,8 @@ def engine_from_spec(spec: Any, vocab: Any, kind: str | None = None) -> Engine:
         from builder.engines.simulated import NoiseModel
 
         sim = spec.simulation.model_dump()
-        latency = sim.pop("latency")
-        return create_engine(kind, vocab=vocab, noise=NoiseModel(**sim), latency=latency, **common)
+        extra = {k: sim.pop(k) for k in ("latency", "crash_every")}
+        return create_engine(kind, vocab=vocab, noise=NoiseModel(**sim), **extra, **spec.args, **common)
     if kind == "http":
         return create_engine(kind, servers=list(spec.servers), api=spec.api, api_key_env=spec.api_key_env,
                              vocab=vocab, **spec.args, **common)

@@ -17,7 +17,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from builder.engines.base import Engine, Request, Result
+from builder.engines.base import Engine, EngineDied, Request, Result
 from builder.prompts.constraints import Constraint, format_subset
 from builder.vocab import Vocabulary, normalize_word
 
@@ -158,11 +158,20 @@ class SimulatedEngine(Engine):
     simulated = True
 
     def __init__(self, vocab: Vocabulary | None = None, noise: NoiseModel | None = None,
-                 latency: float = 0.0, **kwargs):
+                 latency: float = 0.0, crash_every: int = 0, journal: str | None = None, **kwargs):
         kwargs.setdefault("model", "simulated")
         super().__init__(**kwargs)
         self.sim = SimulatedModel(vocab, noise)
         self.latency = latency
+        self.crash_every = crash_every  # for tests of engine restarts: die after this many requests
+        self._served = 0
+        self.dead = False
+        # For tests that count sends across killed runs: one line per answered request.
+        self.journal = open(journal, "a", buffering=1) if journal else None
+
+    async def start(self) -> None:
+        self.dead = False
+        self._served = 0
 
     def describe(self) -> dict:
         info = super().describe()
@@ -170,7 +179,17 @@ class SimulatedEngine(Engine):
         return info
 
     async def _generate_one(self, request: Request) -> Result:
+        if self.crash_every:
+            self._served += 1
+            if self.dead or self._served > self.crash_every:
+                self.dead = True
+                raise EngineDied("simulated crash")
         if self.latency:
             await asyncio.sleep(self.latency)
-        return self.sim.answer(request.image, request.prompt_text(), last_question(request),
-                               request.constraint, request.reference, request.logprobs)
+        result = self.sim.answer(request.image, request.prompt_text(), last_question(request),
+                                 request.constraint, request.reference, request.logprobs)
+        if self.journal is not None:
+            ident = hashlib.sha256((request.image or b"") + request.prompt_text().encode()
+                                   + request.constraint.key().encode() + str(request.seed).encode()).hexdigest()
+            self.journal.write(ident + "\n")
+        return result

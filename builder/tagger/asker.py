@@ -58,14 +58,16 @@ class Asker:
         pending = {i: requests[i] for i in todo}
         while pending:
             batch = list(pending.items())
-            results = await self.engine.generate([r for _, r in batch])
-            self.counts["sent"] += sum(r.attempts for r in results)
-            self.counts["retries"] += sum(r.attempts - 1 for r in results)
             retry: dict[int, Request] = {}
-            for (i, sent), result in zip(batch, results):
+
+            def settle(j: int, result: Result, batch=batch, retry=retry, attempt=attempt) -> None:
+                """Parse and cache each answer the moment it arrives."""
+                i, sent = batch[j]
+                self.counts["sent"] += result.attempts
+                self.counts["retries"] += result.attempts - 1
                 if not result.ok:
                     answers[i] = Answer(requests[i], result, reason="engine")
-                    continue
+                    return
                 try:
                     value = parse(sent, result)
                 except ParseError as exc:
@@ -75,10 +77,12 @@ class Asker:
                     else:
                         result.error = f"answer does not fit the constraint: {exc}"
                         answers[i] = Answer(requests[i], result, reason="parse")
-                    continue
+                    return
                 if self.cache is not None:
                     self.cache.put(keys[i], result)
                 answers[i] = Answer(requests[i], result, value)
+
+            await self.engine.generate([r for _, r in batch], on_result=settle)
             pending = retry
             attempt += 1
         return [a for a in answers if a is not None]
