@@ -200,6 +200,199 @@ def retry_failed(out: Path, sets: tuple[str, ...], no_progress: bool) -> None:
     print_summary(run_retry(out, list(sets), progress=not no_progress))
 
 
+def _need(extra: str, fn: Callable[[], Any]) -> Any:
+    """Import an optional part; a missing dependency becomes one line naming the extra."""
+    try:
+        return fn()
+    except ImportError as exc:
+        hint = f"pip install 'tagllm[{extra}]'"
+        raise UserError(f"this command needs tagllm[{extra}] ({exc.name} is missing): {hint}") from exc
+
+
+@main.command("eval")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--reference", help="Human labels elsewhere: another output folder, a recipe, or an image folder "
+                                  "with metadata.jsonl (default: the labels carried in the records).")
+@click.option("--threshold", type=float, help="Evaluate at this global threshold instead of the built labels.")
+@click.option("--thresholds", "thresholds_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Evaluate with these per-label thresholds.")
+@click.option("--tune", is_flag=True, help="Tune per-label thresholds and write eval/thresholds.yaml.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Report folder (default OUT/eval).")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@handle_errors
+def eval_command(out: Path, reference: str | None, threshold: float | None, thresholds_file: Path | None,
+                 tune: bool, report_dir: Path | None, no_plots: bool) -> None:
+    """Compare OUT's labels with human labels: CP/CR/CF1, OP/OR/OF1, mAP, per class; report and plots.
+
+    \b
+    Example:
+      tagllm eval out/demo --tune
+      tagllm relabel out/demo --thresholds out/demo/eval/thresholds.yaml
+    """
+    from builder.card import write_card
+
+    evaluate = _need("eval", lambda: __import__("builder.evaluate", fromlist=["run_eval"]))
+    if threshold is not None and thresholds_file is not None:
+        raise UserError("give --threshold or --thresholds, not both")
+    result = evaluate.run_eval(out, reference, threshold if threshold is not None else thresholds_file,
+                               tune=tune, report_dir=report_dir, plots=not no_plots)
+    o = result["overall"]
+    click.echo(f"{result['images']} images vs human labels: " + "  ".join(
+        f"{k} {100 * o[k]:.1f}" for k in ("CP", "CR", "CF1", "OP", "OR", "OF1", "mAP") if o.get(k) is not None))
+    if "tuned" in result:
+        click.echo(f"tuned per-label thresholds: OF1 {100 * result['tuned']['OF1']:.1f} (on the same images)")
+    click.echo("report: " + ", ".join(result["written"].values()))
+    if report_dir is None:
+        write_card(out)  # the card gets its evaluation section
+    if result.get("notice"):
+        click.echo(result["notice"])
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--test", "test_source", required=True,
+              help="Human-labeled test split: an image folder with metadata.jsonl, or another output folder.")
+@click.option("--labels", type=click.Choice(["machine", "reference"]), default="machine", show_default=True,
+              help="Train on the machine labels or on the human reference labels.")
+@click.option("--backbone", default="tinycnn", show_default=True, help="tinycnn or any timm model name.")
+@click.option("--pretrained", is_flag=False, flag_value="true", default=None,
+              help="Use pretrained weights found locally (optionally a weights FILE).")
+@click.option("--linear-probe", is_flag=True, help="Freeze the backbone; train only the classifier.")
+@click.option("--loss", type=click.Choice(["bce", "asl"]), default="bce", show_default=True)
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", default=3e-3, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--image-size", type=int, help="Input size (default 64 for tinycnn, 224 otherwise).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Where train.json goes.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--no-progress", is_flag=True)
+@handle_errors
+def train(out: Path, test_source: str, labels: str, backbone: str, pretrained: str | None, linear_probe: bool,
+          loss: str, epochs: int, batch_size: int, lr: float, seed: int, image_size: int | None, device: str,
+          run_dir: Path | None, resume: bool, no_progress: bool) -> None:
+    """Train a multi-label classifier on OUT and report its mAP on a human-labeled test split.
+
+    \b
+    Example:
+      tagllm train out/coco2014 --test out/coco2014-val --backbone resnet50 --pretrained --labels machine
+      tagllm train out/coco2014 --test out/coco2014-val --backbone resnet50 --pretrained --labels reference
+    """
+    trainer = _need("train", lambda: __import__("builder.train", fromlist=["train"]))
+    weights: bool | str = False if pretrained is None else (True if pretrained == "true" else pretrained)
+    result = trainer.train(out, test_source, labels=labels, backbone=backbone, pretrained=weights,
+                           linear_probe=linear_probe, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr,
+                           seed=seed, image_size=image_size, device=None if device == "auto" else device,
+                           run_dir=run_dir, resume=resume, progress=not no_progress)
+    m_ap = result["mAP"]
+    click.echo(f"test mAP {'n/a' if m_ap is None else f'{100 * m_ap:.2f}'} on {result['test_images']} images "
+               f"({labels} labels, {backbone}, seed {seed}); {result['run_dir']}/train.json")
+    if result.get("notice"):
+        click.echo(result["notice"])
+
+
+@main.command("compare-training")
+@click.option("--machine", "machine_runs", multiple=True, required=True, help="Run(s) trained on machine labels.")
+@click.option("--human", "human_runs", multiple=True, required=True, help="Run(s) trained on human labels.")
+@click.option("--baseline", "baseline_runs", multiple=True, help="Run(s) trained on plain-MLLM labels.")
+@handle_errors
+def compare_training_command(machine_runs: tuple[str, ...], human_runs: tuple[str, ...],
+                             baseline_runs: tuple[str, ...]) -> None:
+    """mAP ratio of machine-label vs human-label training, and gap closed over a baseline.
+
+    \b
+    Example:
+      tagllm compare-training --machine out/a/train/machine-tinycnn-s0 --human out/a/train/reference-tinycnn-s0
+    """
+    trainer = _need("train", lambda: __import__("builder.train", fromlist=["compare_training"]))
+    result = trainer.compare_training(list(machine_runs), list(human_runs), list(baseline_runs) or None)
+    click.echo(json.dumps(result, indent=2))
+
+
+@main.command("serve-sim")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=30000, show_default=True, type=int)
+@click.option("--latency", default=0.0, show_default=True, help="Seconds each request takes.")
+@click.option("--capacity", default=0, show_default=True,
+              help="Requests processed at once (0 = unbounded); the rest queue.")
+@click.option("--fault-5xx", default=0.0, show_default=True, help="Rate of 500/503 answers.")
+@click.option("--fault-timeout", default=0.0, show_default=True, help="Rate of requests that hang.")
+@click.option("--fault-drop", default=0.0, show_default=True, help="Rate of dropped connections.")
+@click.option("--fault-malformed", default=0.0, show_default=True, help="Rate of bodies that are not JSON.")
+@click.option("--fault-empty", default=0.0, show_default=True, help="Rate of empty answers.")
+@click.option("--fault-violate", default=0.0, show_default=True, help="Rate of answers that break the constraint.")
+@click.option("--hang-seconds", default=30.0, show_default=True, help="How long a 'timeout' fault hangs.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the fault draws.")
+@click.option("--model-name", default="tagllm-sim", show_default=True, help="Model name the server reports.")
+@click.option("--api-key-env", help="Require the API key held in this environment variable.")
+@handle_errors
+def serve_sim(recipe: Path, host: str, port: int, api_key_env: str | None, **options: Any) -> None:
+    """Serve SGLang's /generate and OpenAI's /v1/chat/completions from the simulated engine.
+
+    RECIPE gives the vocabulary and the human labels the answers come from. Use it to dry-run a
+    cluster configuration, or to test clients, with latency, capacity and injected faults.
+
+    \b
+    Example:
+      tagllm serve-sim recipes/demo.yaml --port 30000 --latency 0.05 --capacity 64 --fault-5xx 0.05
+      tagllm build recipes/demo.yaml --engine http --server http://127.0.0.1:30000 --api openai
+    """
+    from builder.serve_sim import serve
+
+    click.echo(SIM_BANNER, err=True)
+    serve(recipe, host=host, port=port, api_key_env=api_key_env, **options)
+
+
+@main.group()
+def dev() -> None:
+    """Developer helpers: tiny models and synthetic data for tests and demos."""
+
+
+@dev.command("make-tiny-vlm")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--arch", type=click.Choice(["llava", "idefics3", "qwen2_5_vl"]), default="llava", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@handle_errors
+def make_tiny_vlm(out_dir: Path, arch: str, seed: int) -> None:
+    """Write a tiny randomly initialised VLM to OUT_DIR (needs tagllm[hf]); its answers are noise.
+
+    \b
+    Example:
+      tagllm dev make-tiny-vlm /tmp/tiny --arch qwen2_5_vl
+      tagllm build recipes/demo.yaml --engine transformers --model /tmp/tiny --out out/tiny
+    """
+    from builder.dev.tiny_vlm import make_tiny_vlm as make
+
+    click.echo(make(out_dir, arch=arch, seed=seed))
+
+
+@dev.command("make-synthetic")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--n", default=1000, show_default=True, help="Training images.")
+@click.option("--n-test", default=300, show_default=True, help="Test images (human-labeled split).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--size", default=64, show_default=True, help="Image side in pixels.")
+@click.option("--set", "sets", multiple=True, metavar="RATE=VALUE", help="Simulated noise, e.g. miss_rate=0.4.")
+@handle_errors
+def make_synthetic(out_dir: Path, n: int, n_test: int, seed: int, size: int, sets: tuple[str, ...]) -> None:
+    """Write synthetic scenes with known labels (train + test), a vocabulary and a recipe.
+
+    \b
+    Example:
+      tagllm dev make-synthetic /tmp/syn --n 600 --set miss_rate=0.3
+      tagllm build /tmp/syn/recipe.yaml && tagllm train /tmp/syn/out --test /tmp/syn/test
+    """
+    from builder.recipe import apply_overrides
+    from builder.synthetic import make_synthetic as make
+
+    simulation = apply_overrides({}, list(sets), "--set")
+    made = make(out_dir, n=n, seed=seed, n_test=n_test, size=size, simulation=simulation or None)
+    click.echo(f"recipe: {made.recipe}")
+
+
 @main.group()
 def recipe() -> None:
     """Check recipes and print their schema."""

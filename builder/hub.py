@@ -10,7 +10,7 @@ from builder.errors import RunError, UserError
 
 UPLOAD = ["README.md", "recipe.yaml", "concepts.yaml", "stats.json", "manifest.json",
           "data/*.parquet", "webdataset/*.tar", "index/*", "eval/*"]
-NEVER = ["cache.sqlite*", "**/.*", ".*"]  # the request cache holds raw traffic; temp files are not data
+NEVER = ["cache.sqlite*", "**/.*", ".*", "train/*"]  # raw traffic, temp files, checkpoints: not data
 
 
 def push(out: Path, repo_id: str, private: bool = True, allow_simulated: bool = False,

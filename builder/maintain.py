@@ -13,7 +13,7 @@ from builder import layout
 from builder.engines.replay import ReplayEngine
 from builder.errors import UserError
 from builder.recipe import load_recipe
-from builder.run import BuildResult, Builder
+from builder.run import Builder, BuildResult
 
 
 def _reopen(out: Path, shards: Iterable[int]) -> None:

@@ -51,6 +51,11 @@ class SimulationSpec(Strict):
     confusion_rate: float = Field(0.15, ge=0, le=1, description="Chance a wrong label of the group is proposed.")
     false_positive_rate: float = Field(0.02, ge=0, le=1, description="Chance of a label in an empty group.")
     flip_rate: float = Field(0.05, ge=0, le=1, description="Chance the yes/no check answers the wrong way.")
+    verify_confusion_rate: float = Field(
+        0.5, ge=0, le=1,
+        description="Chance the yes/no check says yes to an absent label while a label of its group is present, "
+                    "unless the question warns against that label (concept sheet confusable/excludes).",
+    )
     latency: float = Field(0.0, ge=0, description="Seconds each simulated request takes.")
     crash_every: int = Field(0, ge=0, description="Die after this many requests (tests engine restarts); 0 = never.")
 
@@ -71,7 +76,9 @@ class EngineSpec(Strict):
     concurrency: int = Field(64, ge=1, description="Requests in flight at once.")
     timeout: float = Field(120.0, gt=0, description="Seconds before one request counts as failed (then retried).")
     retries: int = Field(3, ge=0, description="Retries of a transient failure (timeouts, 5xx, 429, connection).")
-    max_pixels: int = Field(1024 * 1024, ge=1024, description="Images above this many pixels are downscaled for the engine.")
+    max_pixels: int = Field(
+        1024 * 1024, ge=1024, description="Images above this many pixels are downscaled for the engine."
+    )
     simulation: SimulationSpec = Field(default_factory=SimulationSpec, description="Simulated engine noise model.")
 
 
@@ -87,7 +94,9 @@ class TaggingSpec(Strict):
     stage2_template: str | None = Field(None, description="Jinja file for the yes/no check (default: built in).")
     concept_sheet: str | None = Field(None, description="Concept sheet YAML used by the verification prompt.")
     threshold: float = Field(0.5, ge=0, le=1, description="Score at or above which a verified label is kept.")
-    thresholds_file: str | None = Field(None, description="YAML/JSON of per-label thresholds (from `tagllm eval --tune`).")
+    thresholds_file: str | None = Field(
+        None, description="YAML/JSON of per-label thresholds (from `tagllm eval --tune`)."
+    )
     stage1_max_tokens: int = Field(256, ge=8, description="Token budget of a group answer.")
     ensemble: int = Field(1, ge=1, le=8, description="tagllm: stage-1 prompt variants per group, answers united.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature (0 = greedy).")
@@ -129,7 +138,9 @@ class HubSpec(Strict):
 
 
 class CostSpec(Strict):
-    gpu_price_per_hour: float = Field(2.5, ge=0, description="USD per GPU-hour (default: typical cloud H100 on-demand).")
+    gpu_price_per_hour: float = Field(
+        2.5, ge=0, description="USD per GPU-hour (default: typical cloud H100 on-demand)."
+    )
     human_price_per_image: float = Field(
         0.1, ge=0, description="USD per image for human multi-label annotation (default: crowd labeling estimate)."
     )

@@ -254,4 +254,4 @@ def _chain(first: Item, rest: Iterator[Item]) -> Iterator[Item]:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

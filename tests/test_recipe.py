@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from tinydata import SMALL_VOCAB
 
 from builder.cli import main
 from builder.recipe import apply_overrides, load_recipe, recipe_schema
-
-from tinydata import SMALL_VOCAB
 
 
 def vocab_with(**changes) -> dict:

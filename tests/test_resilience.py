@@ -19,6 +19,7 @@ import webdataset as wds
 import yaml
 from click.testing import CliRunner
 from PIL import Image
+from tinydata import SMALL_VOCAB, jpeg
 
 from builder import layout
 from builder.cli import main
@@ -26,7 +27,6 @@ from builder.engines.base import Engine, Request, Result
 from builder.maintain import relabel, retry_failed
 from builder.recipe import load_recipe
 from builder.run import Builder
-from tinydata import SMALL_VOCAB, jpeg
 
 NAMES = [label["name"] for g in SMALL_VOCAB["groups"] for label in g["labels"]]
 
@@ -290,3 +290,33 @@ def test_no_temp_files_left_after_a_build(build):
     result = build()
     leftovers = [p for p in result.out.rglob(".*") if p.is_file()]
     assert leftovers == []
+
+
+@pytest.mark.parametrize("api", ["openai", "http-sglang"])
+def test_build_against_serve_sim_with_20_percent_faults(api, write_recipe, tmp_path, monkeypatch):
+    """Every fault kind at once, about 20% of requests in all: the build completes, all items accounted for."""
+    import httpx
+
+    from builder.serve_sim import running_sim_server
+
+    secret = "sk-test-SECRET-4242"
+    monkeypatch.setenv("TAGLLM_TEST_KEY", secret)
+    recipe = write_recipe(source={"kind": "folder", "path": str(labeled_folder(tmp_path / "many", 40))})
+    faults = dict(fault_5xx=0.05, fault_drop=0.03, fault_malformed=0.03, fault_timeout=0.03,
+                  fault_empty=0.03, fault_violate=0.03, hang_seconds=2.0, seed=11)
+    with running_sim_server(recipe=recipe, api_key=secret, **faults) as url:
+        overrides = ["engine.kind=http", f"engine.api={api}", f"engine.servers=[{url}]", "engine.timeout=1",
+                     "engine.api_key_env=TAGLLM_TEST_KEY", "engine.args={backoff: 0.01}"]
+        loaded = load_recipe(recipe, overrides)
+        result = Builder(loaded, Path(loaded.recipe.output.dir), progress=False).run()
+        served = httpx.get(f"{url}/stats").json()
+    s = result.stats
+    assert s["images"] == 40 == s["ok"] + s["failed"]
+    assert len(list(layout.iter_records(result.out))) == 40
+    assert set(served["faults"]) == {"5xx", "drop", "malformed", "timeout", "empty", "violate"}
+    assert sum(served["faults"].values()) >= 0.1 * served["generation_requests"]
+    assert result.simulated  # the http engine noticed it talks to serve-sim
+    assert "SIMULATED" in (result.out / "README.md").read_text()
+    for path in result.out.rglob("*"):  # the key never lands in any file of the output
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path

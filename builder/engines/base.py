@@ -176,7 +176,7 @@ class Engine(ABC):
         started = time.perf_counter()
         try:
             result = await asyncio.wait_for(self._generate_one(request), timeout=self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return Result(error=f"timeout after {self.timeout:g}s", transient=True,
                           latency=time.perf_counter() - started)
         except EngineDied as exc:

@@ -53,4 +53,7 @@ def engine_from_spec(spec: Any, vocab: Any, kind: str | None = None) -> Engine:
     if kind == "http":
         return create_engine(kind, servers=list(spec.servers), api=spec.api, api_key_env=spec.api_key_env,
                              vocab=vocab, **spec.args, **common)
-    return create_engine(kind, vocab=vocab, **spec.args, **common)
+    args = dict(spec.args)
+    if kind == "sglang":
+        args.setdefault("max_pixels", spec.max_pixels)
+    return create_engine(kind, vocab=vocab, **args, **common)
