@@ -4,6 +4,26 @@ It exists for tests, dry runs and demos on machines without a GPU. It reads requ
 model would receive them (the constraint's options, the label named in the question) and answers
 in the same wire format, so every parser, writer and the cache see realistic traffic. Nothing it
 produces says anything about model quality, and everything downstream labels it as simulated.
+
+How it answers, by constraint:
+
+- subset (stage 1): each present option is proposed unless missed (`miss_rate`); sometimes a wrong
+  option of the same group is added (`confusion_rate`, or `false_positive_rate` in a group with
+  nothing present). A request with a seed (stage-1 ensemble variants > 0) draws its own noise, so
+  ensembling unites genuinely different answers; without a seed the draw is the same as ever.
+- yesno (stage 2): the truth, flipped with `flip_rate`, scored P(yes) from a seeded margin.
+  On top of that sits a deliberately simple **model of disambiguation**, so concept calibration
+  can be exercised end to end: when the asked label is absent but another label of its group is
+  present (a "look-alike"), the sim says yes with `verify_confusion_rate` and a less confident
+  score, *unless the question warns against every present look-alike*. A look-alike counts as
+  warned about when it is named in a line of the question that contains a negation cue ("not",
+  "confuse", "exclude") - which is what the stage-2 template's `Do not confuse it with: ...`
+  (from `concept.confusable`) and `Does not count: ...` (from `concept.excludes`) lines produce.
+  This is a model of disambiguation for testing, not a claim about how real models behave.
+- json_schema: a calibration request (one that carries a ```json block with "label" and
+  "confusions", see `builder.tagger.calibrate`) gets a revised concept entry that names the
+  reported confusions as `confusable` and `excludes`; any other schema gets empty defaults.
+- free: the present objects named, sometimes by a synonym, sometimes with an unmappable word.
 """
 
 from __future__ import annotations
@@ -34,6 +54,8 @@ class NoiseModel:
     false_positive_rate: float = 0.02  # stage 1 proposes a label in a group with nothing present
     flip_rate: float = 0.05  # stage 2 answers the wrong way
     score_sharpness: float = 4.0  # how far from 0.5 the stage-2 scores sit
+    # stage 2 says yes to an absent label when a look-alike of its group is present and unwarned
+    verify_confusion_rate: float = 0.5
 
 
 def _rng(*parts: object) -> random.Random:
@@ -49,10 +71,13 @@ class SimulatedModel:
         self.noise = noise or NoiseModel()
         self._prefixes: OrderedDict[str, None] = OrderedDict()
         self._patterns: list[tuple[re.Pattern[str], str]] = []
+        self._mentions: list[tuple[re.Pattern[str], str]] = []
         if vocab is not None:
             words = [(w, label.name) for label in vocab.labels for w in [label.name, *label.synonyms]]
             words.sort(key=lambda wl: -len(wl[0]))
             self._patterns = [(re.compile(rf"\b{re.escape(normalize_word(w))}\b"), n) for w, n in words]
+            # mentions in the concept lines may be plural ("stuffed toy cats")
+            self._mentions = [(re.compile(rf"\b{re.escape(normalize_word(w))}(?:s|es)?\b"), n) for w, n in words]
 
     def asked_label(self, question: str) -> str | None:
         """The vocabulary label named first in the question (longest name wins a tie)."""
@@ -64,14 +89,45 @@ class SimulatedModel:
                 best = (m.start(), -(m.end() - m.start()), name)
         return best[2] if best else None
 
+    def mentioned(self, text: str) -> set[str]:
+        """Every vocabulary label named in `text`, also in the plural (a longer name hides a shorter
+        one inside it: "teddy bear" is not a mention of "bear")."""
+        line = normalize_word(text)
+        found: set[str] = set()
+        for pattern, name in self._mentions:  # longest words first
+            if pattern.search(line):
+                found.add(name)
+                line = pattern.sub(" ", line)
+        return found
+
+    def warned(self, question: str) -> set[str]:
+        """Labels the question tells the model not to confuse with (lines with a negation cue)."""
+        out: set[str] = set()
+        for line in question.splitlines():
+            if _NEGATION.search(line):
+                out |= self.mentioned(line)
+        return out
+
+    def lookalikes(self, label: str | None, truth: set[str], question: str) -> list[str]:
+        """Present labels of the asked label's group that the question does not warn against."""
+        if label is None or self.vocab is None or label in truth or label not in self.vocab.names:
+            return []
+        group = self.vocab.group_of(label)
+        present = sorted(m for m in truth if m != label and m in self.vocab.names and self.vocab.group_of(m) == group)
+        if not present:
+            return []
+        warned = self.warned(question) - {label}
+        return [m for m in present if m not in warned]
+
     def answer(self, image: bytes | None, text: str, question: str, constraint: Constraint,
-               reference: list[str] | None, want_logprobs: bool) -> Result:
+               reference: list[str] | None, want_logprobs: bool, seed: int | None = None) -> Result:
         truth = set(reference or [])
         image_id = hashlib.sha256(image or b"").hexdigest()[:16]
         n = self.noise
         result = Result()
         if constraint.kind == "subset":
-            rng = _rng(n.seed, image_id, "subset", constraint.options)
+            parts: tuple = (n.seed, image_id, "subset", constraint.options)
+            rng = _rng(*parts) if seed is None else _rng(*parts, "seed", seed)
             options = list(constraint.options)
             present = [o for o in options if o in truth]
             chosen = {o for o in present if rng.random() >= n.miss_rate}
@@ -84,8 +140,14 @@ class SimulatedModel:
         elif constraint.kind == "yesno":
             label = self.asked_label(question)
             rng = _rng(n.seed, image_id, "yesno", label)
-            says_yes = (label in truth) != (rng.random() < n.flip_rate)
+            flipped = rng.random() < n.flip_rate
+            says_yes = (label in truth) != flipped
             margin = abs(rng.gauss(n.score_sharpness / 2, n.score_sharpness / 3)) + 0.2
+            if not says_yes and self.lookalikes(label, truth, question):
+                confuse = _rng(n.seed, image_id, "confuse", label)
+                if confuse.random() < n.verify_confusion_rate:
+                    says_yes = True  # taken in by a look-alike: a yes, but a less sure one
+                    margin = abs(confuse.gauss(n.score_sharpness / 4, n.score_sharpness / 6)) + 0.1
             logit = margin if says_yes else -margin
             p_yes = 1.0 / (1.0 + math.exp(-logit))
             result.text = "yes" if says_yes else "no"
@@ -123,13 +185,17 @@ class SimulatedModel:
         return 0
 
     def _schema_answer(self, schema: str, question: str) -> dict:
-        """Structured answers for calibration requests: fill string fields from the question."""
+        """Structured answers: a concept revision for calibration requests, empty defaults otherwise."""
         try:
             spec = json.loads(schema) if schema else {}
         except json.JSONDecodeError:
             spec = {}
+        revision = self._revision(question)
         out: dict = {}
         for name, prop in (spec.get("properties") or {}).items():
+            if name in revision:
+                out[name] = revision[name]
+                continue
             kind = prop.get("type")
             if kind == "array":
                 out[name] = []
@@ -140,6 +206,44 @@ class SimulatedModel:
             else:
                 out[name] = ""
         return out
+
+    def _revision(self, question: str) -> dict:
+        """Read the calibration findings out of the request; propose an entry that names the confusions.
+
+        The request carries a ```json block with "label", the current "entry" and "confusions"
+        (labels seen in its place); see `builder.tagger.calibrate.calibration_prompt`.
+        """
+        match = _JSON_BLOCK.search(question)
+        if not match:
+            return {}
+        try:
+            data = json.loads(match.group(1))
+        except json.JSONDecodeError:
+            return {}
+        if not isinstance(data, dict) or not isinstance(data.get("label"), str):
+            return {}
+        label = data["label"]
+        entry = data.get("entry") if isinstance(data.get("entry"), dict) else {}
+        names = set(self.vocab.names) if self.vocab is not None else None
+        confused = []
+        for c in data.get("confusions") or []:
+            other = c.get("label") if isinstance(c, dict) else c
+            if isinstance(other, str) and other != label and (names is None or other in names):
+                confused.append(other)
+        description = entry.get("description") or ""
+        if not description and self.vocab is not None and label in self.vocab.names:
+            description = self.vocab.label(label).description
+        confusable = list(dict.fromkeys([*entry.get("confusable", []), *confused]))
+        excludes = list(entry.get("excludes", []))
+        for other in confused:
+            if not any(other in line for line in excludes):
+                excludes.append(f"{other} (a separate label)")
+        return {"description": description, "includes": list(entry.get("includes", [])), "excludes": excludes,
+                "confusable": confusable, "cooccurring": list(entry.get("cooccurring", []))}
+
+
+_NEGATION = re.compile(r"\b(not|confuse|exclude[sd]?)\b", re.IGNORECASE)
+_JSON_BLOCK = re.compile(r"```json\s*(\{.*?\})\s*```", re.DOTALL)
 
 
 def last_question(request: Request) -> str:
@@ -187,7 +291,7 @@ class SimulatedEngine(Engine):
         if self.latency:
             await asyncio.sleep(self.latency)
         result = self.sim.answer(request.image, request.prompt_text(), last_question(request),
-                                 request.constraint, request.reference, request.logprobs)
+                                 request.constraint, request.reference, request.logprobs, seed=request.seed)
         if self.journal is not None:
             ident = hashlib.sha256((request.image or b"") + request.prompt_text().encode()
                                    + request.constraint.key().encode() + str(request.seed).encode()).hexdigest()
