@@ -13,8 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class Reporter:
     """Counts what happens during a build; shows it live when `show` is on."""
 
-    def __init__(self, total: int | None = None, show: bool = True, label: str = "tagging"):
+    def __init__(self, total: int | None = None, show: bool = True, label: str = "tagging",
+                 requests: Counter[str] | None = None):
         self.counts: Counter[str] = Counter()
+        self.requests = requests if requests is not None else Counter()  # the asker's sent / retries
         self.started = time.perf_counter()
         self.show = show and sys.stderr.isatty()
         self._progress: Progress | None = None
@@ -22,10 +24,12 @@ class Reporter:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]:.1f} img/s  ok {task.fields[ok]}  failed {task.fields[failed]}"
+                           "{task.fields[reasons]}  sent {task.fields[sent]}  retried {task.fields[retried]}"
                            "  cached {task.fields[cached]}"),
                 TimeElapsedColumn(), console=Console(stderr=True), transient=False,
             )
-            self._task = self._progress.add_task(label, total=total, rate=0.0, ok=0, failed=0, cached=0)
+            self._task = self._progress.add_task(label, total=total, rate=0.0, ok=0, failed=0, reasons="",
+                                                 sent=0, retried=0, cached=0)
             self._progress.start()
 
     def record(self, status: str, reason: str | None, cached: int) -> None:
@@ -35,8 +39,11 @@ class Reporter:
             self.counts[f"failed:{reason}"] += 1
         self.counts["cached"] += cached
         if self._progress is not None:
+            reasons = ", ".join(f"{k[7:]} {v}" for k, v in sorted(self.counts.items()) if k.startswith("failed:"))
             self._progress.update(self._task, advance=1, rate=self.rate(), ok=self.counts["ok"],
-                                  failed=self.counts["failed"], cached=self.counts["cached"])
+                                  failed=self.counts["failed"], reasons=f" ({reasons})" if reasons else "",
+                                  sent=self.requests["sent"], retried=self.requests["retries"],
+                                  cached=self.counts["cached"])
 
     def skip(self, n: int) -> None:
         """Items of shards finished in an earlier run."""

@@ -159,9 +159,9 @@ class Builder:
             }
             _write_json(self.out / layout.MANIFEST, manifest)
             cache = RequestCache(self.out / layout.CACHE)
-            reporter = Reporter(total=self.recipe.source.limit, show=self.progress)
+            asker = Asker(engine, cache, self.loaded.vocab.digest())
+            reporter = Reporter(total=self.recipe.source.limit, show=self.progress, requests=asker.counts)
             try:
-                asker = Asker(engine, cache, self.loaded.vocab.digest())
                 strategy = make_strategy(self.recipe.tagging.strategy, ctx, asker, engine.simulated)
                 shards, skipped = await self._shards(source, strategy, asker, reporter, engine)
             finally:

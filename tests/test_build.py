@@ -115,6 +115,39 @@ def test_index_keeps_raw_answers(built):
     assert any(r["tag"].startswith("subset:") for r in raw)
 
 
+def test_bundled_demo_reads_back_with_real_clients(tmp_path):
+    """The demo as `make demo` builds it, read by webdataset, datasets and a torch DataLoader."""
+    torch = pytest.importorskip("torch")
+    import webdataset as wds
+    from datasets import load_dataset
+
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["build", str(REPO / "recipes/demo.yaml"), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    images = REPO / "recipes/demo"
+    tars = [str(p) for p in sorted((out / "webdataset").glob("*.tar"))]
+    samples = list(wds.WebDataset(tars, shardshuffle=False).decode("pil"))
+    assert len(samples) == len((images / "metadata.jsonl").read_text().splitlines())
+    for sample in samples:
+        record = sample["json"]
+        assert sample["jpg"].size == (record["width"], record["height"])
+        assert record["status"] == "ok" and record["simulated"] is True
+    raw = next(iter(wds.WebDataset(tars[0], shardshuffle=False)))
+    assert raw["jpg"] == (images / "images" / json.loads(raw["json"])["source"]["path"]).read_bytes()
+    ds = load_dataset(str(out), split="train").with_format("torch", columns=["labels"], output_all_columns=True)
+    names = ds.features["labels"].feature.names
+    assert len(names) == 80 and names[0] == "person"
+
+    def multi_hot(rows):
+        target = torch.zeros(len(rows), len(names))
+        for i, row in enumerate(rows):
+            target[i, row["labels"]] = 1.0
+        return target
+
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=8, collate_fn=multi_hot)))
+    assert batch.shape == (8, 80) and set(batch.unique().tolist()) <= {0.0, 1.0}
+
+
 def test_cli_builds_the_bundled_demo(tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(main, ["build", str(REPO / "recipes/demo.yaml"), "--out", str(out),
