@@ -33,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from builder.engines.base import Engine, EngineError, Request, Result
+from builder.engines.sglang_params import sglang_fields
 from builder.errors import RunError, UserError
 from builder.prompts.constraints import (
     Constraint,
@@ -41,6 +42,7 @@ from builder.prompts.constraints import (
     yes_probability,
     yesno_regex,
 )
+from builder.prompts.render import without_images
 
 DEFAULT_IMAGE_TOKEN = "<|vision_start|><|image_pad|><|vision_end|>"
 
@@ -87,21 +89,13 @@ def render_chat(messages: list[dict[str, Any]], template: str | None = None,
     import jinja2
 
     if not has_image:
-        messages = _without_image(messages)
+        messages = without_images(messages)
     env = jinja2.Environment(autoescape=False, keep_trailing_newline=True)
     return env.from_string(template or GENERIC_CHAT_TEMPLATE).render(
         messages=messages, add_generation_prompt=True, image_token=image_token
     )
 
 
-def _without_image(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for message in messages:
-        content = message["content"]
-        if not isinstance(content, str):
-            content = [p for p in content if p.get("type") != "image"]
-        out.append({**message, "content": content})
-    return out
 
 
 def openai_messages(messages: list[dict[str, Any]], image: bytes | None) -> list[dict[str, Any]]:
@@ -390,31 +384,15 @@ class HttpEngine(Engine):
     # --- SGLang native /generate -----------------------------------------------------------
     def native_body(self, request: Request) -> dict[str, Any]:
         """The `/generate` body: rendered text, image as data URL, sampling params, logprobs."""
-        constraint = request.constraint
-        params: dict[str, Any] = {"max_new_tokens": request.max_tokens, "temperature": request.temperature}
-        if request.seed is not None:
-            params["sampling_seed"] = request.seed
+        params, fields = sglang_fields(request, self.yes_token_ids, self.no_token_ids, max(self.top_logprobs, 5))
         body: dict[str, Any] = {
             "text": render_chat(request.messages, self.chat_template, self.image_token, request.image is not None),
         }
         if request.image is not None:
             body["image_data"] = data_url(request.image)
-        if constraint.kind == "subset":
-            params["ebnf"] = subset_ebnf(constraint.options)
-        elif constraint.kind == "json_schema":
-            params["json_schema"] = _schema_string(constraint.schema)
-        elif constraint.kind == "yesno":
-            if request.logprobs:
-                params["max_new_tokens"] = 1
-                body["return_logprob"] = True
-                if self.yes_token_ids and self.no_token_ids:
-                    body["token_ids_logprob"] = self.yes_token_ids + self.no_token_ids
-                else:
-                    body["top_logprobs_num"] = max(self.top_logprobs, 5)
-                    body["return_text_in_logprobs"] = True
-            else:
-                params["regex"] = yesno_regex()
-                params["max_new_tokens"] = max(request.max_tokens, 2)
+        body.update(fields)
+        if "top_logprobs_num" in fields:
+            body["return_text_in_logprobs"] = True
         body["sampling_params"] = params
         return body
 
@@ -511,13 +489,3 @@ class HttpEngine(Engine):
                     pairs = [(first.get("token"), first.get("logprob"))]
             result.yes_prob = yes_prob_from_pairs(pairs)
         return result
-
-
-def _schema_string(schema: str) -> str:
-    """JSON schema text serialized deterministically (servers cache compiled grammars by string)."""
-    if not schema:
-        return '{"type":"object"}'
-    try:
-        return json.dumps(json.loads(schema), sort_keys=True, separators=(",", ":"))
-    except json.JSONDecodeError:
-        return schema

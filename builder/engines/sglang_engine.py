@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import atexit
 import hashlib
-import json
 import math
 from collections.abc import Callable
 from typing import Any
 
 from builder.engines.base import Engine, EngineDied, EngineError, Request, Result
-from builder.engines.transformers_engine import strip_image, yes_no_token_ids
+from builder.engines.sglang_params import sglang_fields
+from builder.engines.transformers_engine import yes_no_token_ids
 from builder.errors import RunError
-from builder.prompts.constraints import subset_ebnf, yesno_regex
+from builder.prompts.render import without_images
 
 
 def default_engine_factory(**kwargs: Any) -> Any:
@@ -163,33 +163,15 @@ class SglangEngine(Engine):
         return out
 
     def render(self, request: Request) -> str:
-        messages = request.messages if request.image is not None else strip_image(request.messages)
+        messages = request.messages if request.image is not None else without_images(request.messages)
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def call_args(self, request: Request) -> dict[str, Any]:
         """The keyword arguments of one `async_generate` call."""
-        constraint = request.constraint
-        params: dict[str, Any] = {"max_new_tokens": request.max_tokens, "temperature": request.temperature}
-        if request.seed is not None:
-            params["sampling_seed"] = request.seed
-        args: dict[str, Any] = {"prompt": self.render(request), "sampling_params": params}
+        params, fields = sglang_fields(request, self.yes_ids, self.no_ids, top_logprobs=20)
+        args: dict[str, Any] = {"prompt": self.render(request), "sampling_params": params, **fields}
         if request.image is not None:
             args["image_data"] = request.image
-        if constraint.kind == "subset":
-            params["ebnf"] = subset_ebnf(constraint.options)
-        elif constraint.kind == "json_schema":
-            params["json_schema"] = canonical_json(constraint.schema)
-        elif constraint.kind == "yesno":
-            if request.logprobs:
-                params["max_new_tokens"] = 1
-                args["return_logprob"] = True
-                if self.yes_ids and self.no_ids:
-                    args["token_ids_logprob"] = self.yes_ids + self.no_ids
-                else:
-                    args["top_logprobs_num"] = 20
-            else:
-                params["regex"] = yesno_regex()
-                params["max_new_tokens"] = max(request.max_tokens, 2)
         return args
 
     async def _generate_one(self, request: Request) -> Result:
@@ -240,14 +222,6 @@ class SglangEngine(Engine):
         return p_yes / (p_yes + p_no)
 
 
-def canonical_json(schema: str) -> str:
-    """A JSON schema string serialized deterministically (SGLang caches grammars by the exact string)."""
-    if not schema:
-        return '{"type":"object"}'
-    try:
-        return json.dumps(json.loads(schema), sort_keys=True, separators=(",", ":"))
-    except json.JSONDecodeError:
-        return schema
 
 
 def _image_key(image: bytes | None) -> str:

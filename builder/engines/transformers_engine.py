@@ -27,6 +27,7 @@ from typing import Any
 from builder.engines.base import Engine, Request, Result
 from builder.errors import RunError
 from builder.prompts.constraints import Constraint, subset_ebnf
+from builder.prompts.render import without_images
 
 YES_SPELLINGS = ("yes", "Yes", "YES", " yes", " Yes", " YES")
 NO_SPELLINGS = ("no", "No", "NO", " no", " No", " NO")
@@ -57,15 +58,6 @@ def yes_no_token_ids(tokenizer: Any) -> tuple[list[int], list[int]]:
     return [t for t in yes if t not in clash], [t for t in no if t not in clash]
 
 
-def strip_image(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The messages without image parts (for requests that carry no image)."""
-    out = []
-    for message in messages:
-        content = message["content"]
-        if not isinstance(content, str):
-            content = [p for p in content if p.get("type") != "image"]
-        out.append({**message, "content": content})
-    return out
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -235,7 +227,7 @@ class TransformersEngine(Engine):
 
         texts, images = [], []
         for request in requests:
-            messages = request.messages if request.image is not None else strip_image(request.messages)
+            messages = request.messages if request.image is not None else without_images(request.messages)
             texts.append(self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
             if request.image is not None:
                 with Image.open(io.BytesIO(request.image)) as img:

@@ -56,3 +56,14 @@ def chat(system: str, question: str) -> list[dict[str, Any]]:
         messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]})
     return messages
+
+
+def without_images(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages without image parts (for text-only requests such as calibration)."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if not isinstance(content, str):
+            content = [p for p in content if p.get("type") != "image"]
+        out.append({**message, "content": content})
+    return out
