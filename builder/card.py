@@ -12,7 +12,7 @@ from huggingface_hub import DatasetCardData
 from builder import __version__, layout
 from builder.prompts.constraints import format_subset
 from builder.recipe import LoadedRecipe, load_recipe
-from builder.stats import cooccurrence
+from builder.stats import top_pairs
 from builder.tagger.base import TaggingContext
 
 TEMPLATE = "dataset_card.md.j2"
@@ -70,13 +70,11 @@ def render_card(out: Path, template: Path | None = None) -> str:
     loaded = load_recipe(out / layout.RECIPE)
     stats = layout.read_json(out / layout.STATS) if (out / layout.STATS).is_file() else {}
     manifest = layout.read_json(out / layout.MANIFEST)
-    records = list(layout.iter_records(out))
     simulated = bool(manifest.get("simulated") or stats.get("simulated"))
     vocab = loaded.vocab
     ctx = TaggingContext(loaded)
     first_group = vocab.groups[0]
     group_names = [label.name for label in first_group.labels]
-    ok = [r for r in records if r.status == "ok"]
     evaluation = None
     report_path = out / "eval" / "report.json"
     if report_path.is_file():
@@ -97,7 +95,7 @@ def render_card(out: Path, template: Path | None = None) -> str:
         "labels": vocab.names,
         "groups": vocab.groups,
         "vocab_name": vocab.name,
-        "mean_labels": sum(len(r.labels) for r in ok) / len(ok) if ok else 0.0,
+        "mean_labels": sum(stats.get("label_counts", {}).values()) / stats["ok"] if stats.get("ok") else 0.0,
         "formats": loaded.recipe.output.formats,
         "engine": manifest.get("engine", {}),
         "tagging": loaded.recipe.tagging,
@@ -110,7 +108,7 @@ def render_card(out: Path, template: Path | None = None) -> str:
         "stage2_example": ctx.verify_question(vocab.names[0]),
         "label_rows": rows,
         "has_reference": bool(stats.get("with_reference")),
-        "pairs": cooccurrence(ok),
+        "pairs": top_pairs(stats),
         "evaluation": evaluation,
         "pct": lambda v: f"{100 * v:.1f}" if isinstance(v, (int, float)) else "n/a",
         "cost": stats.get("cost", {}),

@@ -8,10 +8,12 @@ against decompression bombs.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -62,7 +64,9 @@ def prepare_image(data: bytes | None, max_pixels: int, limit_pixels: int, qualit
             if img.width * img.height > limit_pixels:
                 raise ImageProblem("too_large", f"{img.width}x{img.height} is over the limit of {limit_pixels} pixels")
             img.seek(0)
-            img.load()
+            img.load()  # a full decode: truncated or corrupt files fail here, not at the engine
+            upright = img.getexif().get(0x0112, 1) == 1
+            as_is = img.format == "JPEG" and img.mode == "RGB" and upright and img.width * img.height <= max_pixels
             img = ImageOps.exif_transpose(img) or img
             img = _to_rgb(img)
     except ImageProblem:
@@ -70,6 +74,8 @@ def prepare_image(data: bytes | None, max_pixels: int, limit_pixels: int, qualit
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageProblem("decode", f"cannot decode image: {exc}") from exc
     width, height = img.size
+    if as_is:  # already what an engine wants: skip the re-encode
+        return Prepared(data, width, height)
     if width * height > max_pixels:
         factor = math.sqrt(max_pixels / (width * height))
         img = img.resize((max(1, int(width * factor)), max(1, int(height * factor))), Image.Resampling.BICUBIC)
@@ -86,3 +92,9 @@ def sniff_extension(data: bytes) -> str | None:
     except Exception:
         return None
     return {"jpeg": "jpg", "tiff": "tif"}.get(fmt, fmt) or None
+
+
+@lru_cache(maxsize=512)
+def image_digest(data: bytes) -> str:
+    """sha256 of image bytes, computed once per image: every request about it reuses the value."""
+    return hashlib.sha256(data).hexdigest()

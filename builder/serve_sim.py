@@ -44,6 +44,7 @@ from typing import Any
 from aiohttp import web
 
 from builder.engines.simulated import NoiseModel, SimulatedModel
+from builder.images import image_digest
 from builder.prompts.constraints import Constraint, format_subset
 
 SIM_HEADER = "X-Tagllm-Simulated"
@@ -120,7 +121,7 @@ class BadRequest(Exception):
 
 # --- oracle -----------------------------------------------------------------------------------
 def image_key(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return image_digest(data)  # memoized: the simulated model hashes the same bytes again
 
 
 def build_oracle(loaded: Any) -> dict[str, list[str] | None]:

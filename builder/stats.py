@@ -11,7 +11,8 @@ from builder.records import Record
 
 SUM_KEYS = ("images", "ok", "failed", "requests", "cache_hits", "sent", "retries", "prompt_tokens",
             "cached_tokens", "completion_tokens", "engine_seconds", "wall_seconds", "unmapped")
-COUNT_KEYS = ("failed_by_reason", "label_counts", "candidate_counts", "reference_counts")
+COUNT_KEYS = ("failed_by_reason", "label_counts", "candidate_counts", "reference_counts", "pair_counts")
+PAIR = " + "  # how a co-occurring label pair is written as a key
 
 
 class ShardStats:
@@ -36,6 +37,7 @@ class ShardStats:
             d[k] += int(usage.get(k, 0))
         d["engine_seconds"] += float(usage.get("engine_seconds", 0.0))
         self.counters["label_counts"].update(record.labels)
+        self.counters["pair_counts"].update(f"{a}{PAIR}{b}" for a, b in combinations(record.labels, 2))
         self.counters["candidate_counts"].update(record.candidates)
         if record.reference is not None:
             d["with_reference"] += 1
@@ -71,10 +73,7 @@ def merge(shards: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-def cooccurrence(records: Iterable[Record], top: int = 20) -> list[tuple[str, str, int]]:
-    """Most frequent label pairs among ok records."""
-    pairs: Counter[tuple[str, str]] = Counter()
-    for r in records:
-        if r.status == "ok":
-            pairs.update(combinations(r.labels, 2))
-    return [(a, b, n) for (a, b), n in pairs.most_common(top)]
+def top_pairs(stats: dict[str, Any], top: int = 20) -> list[tuple[str, str, int]]:
+    """Most frequent co-occurring label pairs among ok records, from the totals."""
+    pairs = Counter(stats.get("pair_counts", {})).most_common(top)
+    return [(*key.split(PAIR, 1), n) for key, n in pairs]

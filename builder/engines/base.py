@@ -175,7 +175,8 @@ class Engine(ABC):
         self.calls += 1
         started = time.perf_counter()
         try:
-            result = await asyncio.wait_for(self._generate_one(request), timeout=self.timeout)
+            async with asyncio.timeout(self.timeout):  # no extra task per request, unlike wait_for
+                result = await self._generate_one(request)
         except TimeoutError:
             return Result(error=f"timeout after {self.timeout:g}s", transient=True,
                           latency=time.perf_counter() - started)

@@ -36,8 +36,10 @@ import random
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 
 from builder.engines.base import Engine, EngineDied, Request, Result
+from builder.images import image_digest
 from builder.prompts.constraints import Constraint, format_subset
 from builder.vocab import Vocabulary, normalize_word
 
@@ -78,6 +80,9 @@ class SimulatedModel:
             self._patterns = [(re.compile(rf"\b{re.escape(normalize_word(w))}\b"), n) for w, n in words]
             # mentions in the concept lines may be plural ("stuffed toy cats")
             self._mentions = [(re.compile(rf"\b{re.escape(normalize_word(w))}(?:s|es)?\b"), n) for w, n in words]
+        # The same few questions come back for every image: read each one once.
+        self.asked_label = lru_cache(maxsize=8192)(self.asked_label)  # type: ignore[method-assign]
+        self.warned = lru_cache(maxsize=8192)(self.warned)  # type: ignore[method-assign]
 
     def asked_label(self, question: str) -> str | None:
         """The vocabulary label named first in the question (longest name wins a tie)."""
@@ -100,13 +105,13 @@ class SimulatedModel:
                 line = pattern.sub(" ", line)
         return found
 
-    def warned(self, question: str) -> set[str]:
+    def warned(self, question: str) -> frozenset[str]:
         """Labels the question tells the model not to confuse with (lines with a negation cue)."""
         out: set[str] = set()
         for line in question.splitlines():
             if _NEGATION.search(line):
                 out |= self.mentioned(line)
-        return out
+        return frozenset(out)
 
     def lookalikes(self, label: str | None, truth: set[str], question: str) -> list[str]:
         """Present labels of the asked label's group that the question does not warn against."""
@@ -122,7 +127,7 @@ class SimulatedModel:
     def answer(self, image: bytes | None, text: str, question: str, constraint: Constraint,
                reference: list[str] | None, want_logprobs: bool, seed: int | None = None) -> Result:
         truth = set(reference or [])
-        image_id = hashlib.sha256(image or b"").hexdigest()[:16]
+        image_id = image_digest(image or b"")[:16]
         n = self.noise
         result = Result()
         if constraint.kind == "subset":
