@@ -41,6 +41,7 @@ bench: $(STAMP)
 # On a GPU machine with `pip install 'tagllm[sglang]'`: make gpu-smoke MODEL=Qwen/Qwen2.5-VL-3B-Instruct
 gpu-smoke: $(STAMP)
 	@test -n "$(MODEL)" || (echo "usage: make gpu-smoke MODEL=<model id or dir>"; exit 2)
+	$(PIP) install -q -e '.[sglang]'
 	$(VENV)/bin/tagllm build recipes/demo.yaml --engine sglang --model $(MODEL) --out out/gpu-smoke --overwrite
 	$(VENV)/bin/tagllm inspect out/gpu-smoke
 
