@@ -114,6 +114,10 @@ class OutputSpec(Strict):
     )
     samples_per_shard: int = Field(1000, ge=1, description="Records per shard; the shard is the unit of resume.")
     max_image_pixels: int = Field(100_000_000, ge=1, description="Larger images fail with 'too_large'.")
+    include_failed: bool = Field(
+        False, description="Also put failed items in the shards and HF data (with status and error); "
+                           "the index always has them.",
+    )
 
     @field_validator("formats")
     @classmethod

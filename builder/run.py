@@ -180,7 +180,8 @@ class Builder:
         """Walk the source shard by shard; complete shards of an earlier run are skipped."""
         done = set(layout.completed_shards(self.out))
         per_shard = self.recipe.output.samples_per_shard
-        writers = make_writers(self.out, self.loaded.vocab, self.recipe.output.formats)
+        writers = make_writers(self.out, self.loaded.vocab, self.recipe.output.formats,
+                               self.recipe.output.include_failed)
         items = iter(source)
         shard, skipped = 0, 0
         while True:

@@ -390,7 +390,7 @@ class SimServer:
                     self.stats.oracle_misses += 1
                     reference = None
                 return self.model.answer(image, parsed["text"], parsed["question"], parsed["constraint"],
-                                         reference, parsed["logprobs"])
+                                         reference, parsed["logprobs"], seed=parsed["seed"])
             finally:
                 self.stats.in_flight -= 1
 
@@ -448,6 +448,7 @@ class SimServer:
             "image": decode_data_url(body.get("image_data")),
             "constraint": constraint,
             "logprobs": logprobs,
+            "seed": params.get("sampling_seed"),
             "token_ids_logprob": body.get("token_ids_logprob"),
             "top_logprobs_num": body.get("top_logprobs_num"),
             "return_text": bool(body.get("return_text_in_logprobs")),
@@ -522,6 +523,7 @@ class SimServer:
             "image": image,
             "constraint": constraint,
             "logprobs": logprobs,
+            "seed": body.get("seed"),
             "top_logprobs": top or 0,
         }
 

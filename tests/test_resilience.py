@@ -320,3 +320,21 @@ def test_build_against_serve_sim_with_20_percent_faults(api, write_recipe, tmp_p
     for path in result.out.rglob("*"):  # the key never lands in any file of the output
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_failed_items_can_be_kept_in_the_training_files(tmp_path, small_vocab_file):
+    import webdataset as wds
+    from datasets import load_dataset
+
+    folder = labeled_folder(tmp_path / "p", 4)
+    (folder / "p001.jpg").write_bytes(b"")  # one empty file
+    data = {"name": "keep", "source": {"kind": "folder", "path": str(folder)}, "vocabulary": str(small_vocab_file),
+            "engine": {"kind": "simulated"}, "output": {"dir": str(tmp_path / "out"), "include_failed": True}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
+    out = Builder(load_recipe(tmp_path / "r.yaml"), tmp_path / "out", progress=False).run().out
+    samples = list(wds.WebDataset(str(out / "webdataset/shard-00000.tar"), shardshuffle=False))
+    assert len(samples) == 4
+    failed = [json.loads(s["json"]) for s in samples if json.loads(s["json"])["status"] == "failed"]
+    assert [(r["key"], r["error"]) for r in failed] == [("p001", "empty")]
+    ds = load_dataset(str(out), split="train")
+    assert sorted(ds["status"]) == ["failed", "ok", "ok", "ok"]
