@@ -62,7 +62,7 @@ def test_webdataset_shards_read_back(built, photo_folder):
 def test_hf_dataset_loads_with_classlabels(built):
     from datasets import ClassLabel, load_dataset
 
-    ds = load_dataset(str(built.out), split="train")
+    ds = load_dataset(str(built.out), split="train", cache_dir=str(built.out.parent / "hf-cache"))
     assert ds.num_rows == 12
     feature = ds.features["labels"].feature
     assert isinstance(feature, ClassLabel)
@@ -78,7 +78,7 @@ def test_dataloader_yields_multi_hot(built):
     torch = pytest.importorskip("torch")
     from datasets import load_dataset
 
-    ds = load_dataset(str(built.out), split="train")
+    ds = load_dataset(str(built.out), split="train", cache_dir=str(built.out.parent / "hf-cache"))
     n = len(ds.features["labels"].feature.names)
 
     def collate(rows):
@@ -134,7 +134,7 @@ def test_bundled_demo_reads_back_with_real_clients(tmp_path):
         assert record["status"] == "ok" and record["simulated"] is True
     raw = next(iter(wds.WebDataset(tars[0], shardshuffle=False)))
     assert raw["jpg"] == (images / "images" / json.loads(raw["json"])["source"]["path"]).read_bytes()
-    ds = load_dataset(str(out), split="train").with_format("torch", columns=["labels"], output_all_columns=True)
+    ds = load_dataset(str(out), split="train", cache_dir=str(out.parent / "hf-cache")).with_format("torch", columns=["labels"], output_all_columns=True)
     names = ds.features["labels"].feature.names
     assert len(names) == 80 and names[0] == "person"
 

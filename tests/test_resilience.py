@@ -336,5 +336,5 @@ def test_failed_items_can_be_kept_in_the_training_files(tmp_path, small_vocab_fi
     assert len(samples) == 4
     failed = [json.loads(s["json"]) for s in samples if json.loads(s["json"])["status"] == "failed"]
     assert [(r["key"], r["error"]) for r in failed] == [("p001", "empty")]
-    ds = load_dataset(str(out), split="train")
+    ds = load_dataset(str(out), split="train", cache_dir=str(out.parent / "hf-cache"))
     assert sorted(ds["status"]) == ["failed", "ok", "ok", "ok"]
