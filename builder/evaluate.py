@@ -27,6 +27,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, pre
 
 from builder import layout
 from builder.errors import UserError
+from builder.recipe import check_thresholds, read_thresholds_file
 from builder.records import Item, Record
 from builder.vocab import Vocabulary, read_yaml, vocabulary_from_data
 
@@ -88,21 +89,13 @@ def read_thresholds(source: float | dict[str, float] | str | Path | None, vocab:
     """Per-label thresholds from a number, a mapping, or a thresholds YAML (`thresholds:` mapping)."""
     if source is None:
         return None
-    where = "thresholds"
     if isinstance(source, (int, float)):
-        source = {n: source for n in vocab.names}
+        source, where = {n: source for n in vocab.names}, "--threshold"
     elif isinstance(source, (str, Path)):
-        where = str(source)
-        data = read_yaml(Path(source))
-        source = data.get("thresholds", data) if isinstance(data, dict) else data
-        if not isinstance(source, dict):
-            raise UserError(f"{where}: expected a mapping label -> threshold")
-    unknown = set(source) - set(vocab.names)
-    if unknown:
-        raise UserError(f"{where}: not labels of the vocabulary: {', '.join(sorted(unknown)[:5])}")
-    bad = [k for k, v in source.items() if not isinstance(v, (int, float)) or not 0 <= v <= 1]
-    if bad:
-        raise UserError(f"{where}: {bad[0]}: a threshold must be a number in [0, 1]")
+        source, where = read_thresholds_file(Path(source)), str(source)
+    else:
+        where = "thresholds"
+    source = check_thresholds(source, vocab, where)
     return {n: float(source.get(n, default)) for n in vocab.names}
 
 

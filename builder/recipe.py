@@ -170,6 +170,25 @@ class Recipe(Strict):
         return self
 
 
+def read_thresholds_file(path: Path) -> Any:
+    """A thresholds YAML/JSON: a `thresholds:` mapping (as `tagllm eval --tune` writes) or a bare one."""
+    data = read_yaml(path)
+    return data["thresholds"] if isinstance(data, dict) and "thresholds" in data else data
+
+
+def check_thresholds(data: Any, vocab: Vocabulary, where: str) -> dict[str, float]:
+    """Validate label -> threshold; errors name `where` and the label."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: thresholds: expected a mapping label -> threshold")
+    unknown = sorted(set(data) - set(vocab.names))
+    if unknown:
+        raise UserError(f"{where}: thresholds: not labels of the vocabulary: {', '.join(map(str, unknown[:5]))}")
+    for label, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise UserError(f"{where}: thresholds.{label}: must be a number in [0, 1]")
+    return {label: float(value) for label, value in data.items()}
+
+
 class LoadedRecipe:
     """A validated recipe plus the files it points to, resolved and loaded."""
 
@@ -213,17 +232,7 @@ class LoadedRecipe:
         name = self.recipe.tagging.thresholds_file
         if name:
             path = self.path(name)
-            data = read_yaml(path) if path else None
-            if isinstance(data, dict) and "thresholds" in data:
-                data = data["thresholds"]
-            if not isinstance(data, dict):
-                raise UserError(f"{path}: thresholds: expected a mapping label -> threshold")
-            for label, value in data.items():
-                if label not in self.vocab.names:
-                    raise UserError(f"{path}: thresholds.{label}: not a label of the vocabulary")
-                if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                    raise UserError(f"{path}: thresholds.{label}: must be a number in [0, 1]")
-                out[label] = float(value)
+            out.update(check_thresholds(read_thresholds_file(path), self.vocab, str(path)))
         return out
 
     def threshold(self, label: str) -> float:
