@@ -74,8 +74,8 @@ def write_recipe(tmp_path: Path, small_vocab_file: Path, photo_folder: Path) -> 
 @pytest.fixture
 def build(write_recipe: Callable[..., Path]) -> Callable[..., Any]:
     """Run a build in-process and return the BuildResult."""
-    from builder.recipe import load_recipe
-    from builder.run import Builder
+    from builder.recipe.model import load_recipe
+    from builder.run.build import Builder
 
     def run(recipe: Path | None = None, overrides: list[str] | None = None, **kwargs: Any) -> Any:
         loaded = load_recipe(recipe or write_recipe(), overrides or [])

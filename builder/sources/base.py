@@ -19,8 +19,8 @@ from builder.errors import UserError
 from builder.records import Item
 
 if TYPE_CHECKING:
-    from builder.recipe import SourceSpec
-    from builder.vocab import Vocabulary
+    from builder.recipe.model import SourceSpec
+    from builder.recipe.vocab import Vocabulary
 
 _READERS = {
     "folder": "builder.sources.folder:FolderSource",

@@ -18,8 +18,8 @@ from builder.sources.base import Source
 from builder.sources.folder import read_image_file, safe_key, split_ext
 
 if TYPE_CHECKING:
-    from builder.recipe import SourceSpec
-    from builder.vocab import Vocabulary
+    from builder.recipe.model import SourceSpec
+    from builder.recipe.vocab import Vocabulary
 
 
 class CocoSource(Source):

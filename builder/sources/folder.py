@@ -21,8 +21,8 @@ from builder.records import Item
 from builder.sources.base import Source
 
 if TYPE_CHECKING:
-    from builder.recipe import SourceSpec
-    from builder.vocab import Vocabulary
+    from builder.recipe.model import SourceSpec
+    from builder.recipe.vocab import Vocabulary
 
 IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
 DEFAULT_METADATA = ("metadata.jsonl", "metadata.csv")

@@ -1,6 +1,6 @@
 """Memory: peak RSS of a build over 1k vs 10k images -> ratio 10k/1k (streaming means no growth).
 
-Each build runs in a fresh subprocess (so peaks do not mix), in-process `builder.run.Builder`,
+Each build runs in a fresh subprocess (so peaks do not mix), in-process `builder.run.build.Builder`,
 strategy tagllm, simulated engine (latency 0), formats webdataset + hf, 1000 records per shard,
 over generated 128x96 JPEGs with COCO-80 labels. The child reports its peak resident set
 (VmHWM from /proc/self/status, else ru_maxrss) and its RSS after imports, before the build.
@@ -44,19 +44,19 @@ def peak_mb() -> float:
 
 
 def child(folder: Path, limit: int, out: Path, per_shard: int) -> None:
-    import builder.run  # the imports a build needs, before measuring the baseline
+    import builder.run.build  # the imports a build needs, before measuring the baseline
 
     core = (status_kb("VmRSS") or 0) / 1024
-    import builder.writers.webdataset  # noqa: F401
+    import builder.publish.writers.webdataset  # noqa: F401
 
     after_wds = (status_kb("VmRSS") or 0) / 1024
-    import builder.writers.hf  # noqa: F401
+    import builder.publish.writers.hf  # noqa: F401
 
     baseline = (status_kb("VmRSS") or 0) / 1024
     imports = {"core_mb": core, "webdataset_mb": after_wds - core, "hf_mb": baseline - after_wds,
                "torch_loaded": "torch" in sys.modules}
     marks: dict[str, float] = {}
-    finalize = builder.run.finalize_output
+    finalize = builder.run.build.finalize_output
 
     def timed_finalize(*args, **kwargs):  # the peak while tagging and writing shards, before totals + card
         marks["tagging_peak_mb"] = peak_mb()
@@ -66,7 +66,7 @@ def child(folder: Path, limit: int, out: Path, per_shard: int) -> None:
         finally:
             marks["finalize_seconds"] = time.perf_counter() - marks["finalize_start"]
 
-    builder.run.finalize_output = timed_finalize
+    builder.run.build.finalize_output = timed_finalize
     data = bl.recipe_data(folder, out, limit=limit, output={"samples_per_shard": per_shard},
                           engine={"simulation": {"latency": 0.0}})
     started = time.perf_counter()
@@ -123,9 +123,9 @@ def main() -> None:
             f"(stats, cost, card) raises the peak by {b['peak_mb'] - b['tagging_peak_mb']:.0f} / "
             f"{a['peak_mb'] - a['tagging_peak_mb']:.0f} MB and takes {b['finalize_seconds']:.1f} / "
             f"{a['finalize_seconds']:.1f} s")
-    bl.info(f"MEM RSS after imports {a['baseline_mb']:.0f} MB: builder.run {a['core_mb']:.0f} MB, then "
-            f"builder.writers.webdataset +{a['webdataset_mb']:.0f} MB (torch imported: {a['torch_loaded']}), "
-            f"builder.writers.hf +{a['hf_mb']:.0f} MB")
+    bl.info(f"MEM RSS after imports {a['baseline_mb']:.0f} MB: builder.run.build {a['core_mb']:.0f} MB, then "
+            f"builder.publish.writers.webdataset +{a['webdataset_mb']:.0f} MB (torch imported: {a['torch_loaded']}), "
+            f"builder.publish.writers.hf +{a['hf_mb']:.0f} MB")
     bl.info(f"MEM builds took {a['seconds']:.1f} s ({a['images'] / a['seconds']:.0f} img/s) and {b['seconds']:.1f} s "
             f"({b['images'] / b['seconds']:.0f} img/s); ok {a['ok']}/{a['images']}, {b['ok']}/{b['images']}; "
             f"shards {a['shards']}, {b['shards']}; throughput {large} vs {small}: "

@@ -70,8 +70,8 @@ def run_strategy(strategy: str, limit: int | None, count: Callable[[str], int]) 
 
     from builder.engines.http import DEFAULT_IMAGE_TOKEN, GENERIC_CHAT_TEMPLATE
     from builder.engines.registry import engine_from_spec
-    from builder.recipe import load_recipe
-    from builder.run import Builder
+    from builder.recipe.model import load_recipe
+    from builder.run.build import Builder
 
     out = bl.scratch(f"work-{strategy}")
     overrides = [f"tagging.strategy={strategy}", f"output.dir={out}", "engine.simulation.latency=0"]
@@ -102,7 +102,7 @@ def run_strategy(strategy: str, limit: int | None, count: Callable[[str], int]) 
             completion += count(res.text)
         import pyarrow.parquet as pq
 
-        from builder import layout
+        from builder.publish import layout
 
         sizes = []
         for path in sorted((out / "o" / layout.INDEX_DIR).glob("*.parquet")):

@@ -1,6 +1,6 @@
 """P1 overhead: `tagllm build` with an instant simulated engine vs a plain WebDataset copy.
 
-Side A: an in-process `builder.run.Builder` build (strategy tagllm, simulated engine with latency 0,
+Side A: an in-process `builder.run.build.Builder` build (strategy tagllm, simulated engine with latency 0,
 formats webdataset + hf, progress off) over a folder of generated 640x480 JPEGs (~70 KB each)
 with COCO-80 labels in metadata.jsonl.
 Side A' (extra): the same build writing webdataset only.
@@ -49,8 +49,8 @@ def tar_copy(folder: Path, out: Path, limit: int) -> int:
 
 def profile_build(data: dict, out: Path, images: int) -> list[str]:
     """Breakdown of one A run: cProfile of the event-loop thread + wall time of prepare_image in threads."""
-    import builder.tagger.base as tagger_base
-    from builder.run import Builder
+    import builder.method.base as tagger_base
+    from builder.run.build import Builder
 
     original = tagger_base.prepare_image
     prep = {"seconds": 0.0, "calls": 0}
@@ -89,14 +89,14 @@ def profile_build(data: dict, out: Path, images: int) -> list[str]:
                     total += ct
         return total
 
-    total = cum(("builder/run.py", "run"))
-    setup = cum(("builder/run.py", "check"), ("builder/run.py", "save_recipe"))
-    final = cum(("builder/run.py", "finalize_output"))
+    total = cum(("run/build.py", "run"))
+    setup = cum(("run/build.py", "check"), ("run/build.py", "save_recipe"))
+    final = cum(("run/build.py", "finalize_output"))
     loop = {  # parts of the per-image work; none of them calls another
         "simulated engine answering (SimulatedEngine._generate_one)": cum(("engines/simulated.py", "_generate_one")),
-        "request cache (request_key + RequestCache.get/put)": cum(("builder/cache.py", "request_key"),
-                                                                 ("builder/cache.py", "get"),
-                                                                 ("builder/cache.py", "put")),
+        "request cache (request_key + RequestCache.get/put)": cum(("run/cache.py", "request_key"),
+                                                                 ("run/cache.py", "get"),
+                                                                 ("run/cache.py", "put")),
         "writers (Writer.write/begin_shard/end_shard/finalize)": cum(("writers/base.py", "write"),
                                                                     ("writers/base.py", "begin_shard"),
                                                                     ("writers/hf.py", "begin_shard"),

@@ -106,8 +106,8 @@ class SimServers:
 def make_requests(loaded: Any, n: int) -> tuple[list[Any], int]:
     """At least n requests as a tagllm build makes them: 12 group questions + checks of the true labels."""
     from builder.images import prepare_image
+    from builder.method.base import TaggingContext
     from builder.sources import open_source
-    from builder.tagger.base import TaggingContext
 
     ctx = TaggingContext(loaded)
     recipe = loaded.recipe
@@ -142,7 +142,7 @@ def run_engine(urls: list[str], api: str, requests: list[Any], concurrency: int,
 
 def run_build(data: dict, out: Path) -> tuple[Window, float, Any]:
     from builder.engines.registry import engine_from_spec
-    from builder.run import Builder
+    from builder.run.build import Builder
 
     loaded = bl.load(data)
     engine = engine_from_spec(loaded.recipe.engine, loaded.vocab)

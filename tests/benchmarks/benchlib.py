@@ -142,14 +142,14 @@ def write_recipe(path: Path, data: dict[str, Any]) -> Path:
 
 def load(data: dict[str, Any], origin: str = "bench") -> Any:
     """A LoadedRecipe from recipe data (relative paths resolve against the repository)."""
-    from builder.recipe import recipe_from_data
+    from builder.recipe.model import recipe_from_data
 
     return recipe_from_data(data, origin, REPO)
 
 
 def build(data: dict[str, Any], out: Path, engine: Any = None) -> Any:
     """One in-process `tagllm build` of recipe data into `out` (overwritten), progress off."""
-    from builder.run import Builder
+    from builder.run.build import Builder
 
     return Builder(load(data), out, engine=engine, overwrite=True, progress=False).run()
 

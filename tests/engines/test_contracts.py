@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from engines.standins import NO_IDS, YES_IDS, FakeProcessor, RecordingEngine
 
+from builder.dev.serve_sim import SGLANG_SAMPLING_KEYS
 from builder.engines.base import Request
 from builder.engines.http import HttpEngine
 from builder.engines.sglang_engine import SglangEngine
 from builder.prompts.constraints import Constraint
 from builder.prompts.render import chat
-from builder.serve_sim import SGLANG_SAMPLING_KEYS
 
 pytestmark = pytest.mark.pypi
 

@@ -10,14 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
+from builder.dev.serve_sim import SIM_NO_ID, SIM_YES_ID, image_key, running_sim_server
 from builder.engines.base import Request
 from builder.engines.http import HttpEngine, render_chat
 from builder.engines.simulated import NoiseModel
 from builder.errors import RunError
 from builder.prompts.constraints import Constraint, parse_subset, parse_yesno
 from builder.prompts.render import chat
-from builder.serve_sim import SIM_NO_ID, SIM_YES_ID, image_key, running_sim_server
-from builder.vocab import vocabulary_from_data
+from builder.recipe.vocab import vocabulary_from_data
 
 VOCAB = vocabulary_from_data({"groups": [
     {"name": "animal", "labels": [{"name": "cat"}, {"name": "dog"}, {"name": "bird"}]},
@@ -264,7 +264,7 @@ def test_serve_sim_from_a_recipe(write_recipe: Any, photo_folder: Any) -> None:
     from PIL import Image
 
     from builder.images import prepare_image
-    from builder.recipe import load_recipe
+    from builder.recipe.model import load_recipe
 
     path = write_recipe()
     loaded = load_recipe(path)

@@ -220,7 +220,7 @@ def test_import_does_not_pull_heavy_modules() -> None:
     import sys
 
     code = ("import sys, builder.engines.sglang_engine, builder.engines.transformers_engine, "
-            "builder.engines.http, builder.serve_sim, builder.dev; "
+            "builder.engines.http, builder.dev.serve_sim, builder.dev; "
             "print(sorted(m for m in ('torch', 'transformers', 'sglang', 'xgrammar') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from builder.recipe import SourceSpec
+from builder.recipe.model import SourceSpec
+from builder.recipe.vocab import Vocabulary
 from builder.sources import Source, open_source
-from builder.vocab import Vocabulary
 
 VOCAB = {
     "name": "tiny",

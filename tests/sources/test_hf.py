@@ -136,6 +136,6 @@ def test_unknown_column_is_a_user_error(tmp_path: Path, pngs: list[Path], open_s
 
 
 def spec_for(path: str, **fields):
-    from builder.recipe import SourceSpec
+    from builder.recipe.model import SourceSpec
 
     return SourceSpec(kind="hf", path=path, **fields)

@@ -1,0 +1,32 @@
+"""A short, readable summary of an output folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from builder.publish import layout
+
+
+def summary(out: Path) -> dict[str, Any]:
+    out = layout.require_output(Path(out))
+    manifest = layout.read_json(out / layout.MANIFEST)
+    stats = layout.read_json(out / layout.STATS) if (out / layout.STATS).is_file() else {}
+    cost = stats.get("cost", {})
+    lines = [
+        f"{out}: {manifest.get('name')} — status {manifest.get('status')}, strategy {manifest.get('strategy')}, "
+        f"engine {manifest.get('engine', {}).get('engine')} {manifest.get('engine', {}).get('model', '')}".rstrip(),
+        f"images {stats.get('images', 0)}: ok {stats.get('ok', 0)}, failed {stats.get('failed', 0)}"
+        + (" (" + ", ".join(f"{k} {v}" for k, v in stats.get("failed_by_reason", {}).items()) + ")"
+           if stats.get("failed") else ""),
+        f"shards {len(layout.completed_shards(out))}; formats {', '.join(manifest.get('formats', []))}",
+        f"requests/image {cost.get('requests_per_image')}; tokens/image prompt {cost.get('prompt_tokens_per_image')}"
+        f" (cached {cost.get('cached_tokens_per_image')}), completion {cost.get('completion_tokens_per_image')};"
+        f" cache hit rate {cost.get('cache_hit_rate')}; images/s {cost.get('images_per_second')}",
+    ]
+    top = list(stats.get("label_counts", {}).items())[:10]
+    if top:
+        lines.append("labels: " + ", ".join(f"{k} {v}" for k, v in top))
+    if manifest.get("simulated"):
+        lines.append("SIMULATED: labels are human labels plus seeded noise, not model output.")
+    return {"text": "\n".join(lines), "manifest": manifest, "stats": stats}

@@ -1,0 +1,23 @@
+"""The `tagllm` command line: thin Click commands, one module per area, each calling one library function."""
+
+from __future__ import annotations
+
+import click
+
+from builder import __version__
+from builder.cli import analyze, build, calibrate, dev, publish, recipe, train
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="tagllm")
+def main() -> None:
+    """Build multi-label image datasets labeled by multimodal LLMs (the TagLLM method)."""
+
+
+for command in (build.build, build.relabel, build.retry_failed, calibrate.calibrate, analyze.inspect,
+                analyze.eval_command, analyze.compare, train.train, train.compare_training_command,
+                publish.push, publish.card, dev.serve_sim, dev.dev, recipe.recipe):
+    main.add_command(command)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Commands that make or remake a dataset: build, relabel, retry-failed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from builder.cli.common import SIM_BANNER, build_overrides, handle_errors, print_summary
+
+
+@click.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--engine", type=click.Choice(["auto", "sglang", "http", "transformers", "simulated"]),
+              help="Backend (overrides engine.kind).")
+@click.option("--model", help="Model id or local dir (overrides engine.model).")
+@click.option("--server", "servers", multiple=True, help="http engine: server URL (repeat to spread load).")
+@click.option("--api", type=click.Choice(["http-sglang", "openai", "vllm"]), help="http engine protocol.")
+@click.option("--strategy", type=click.Choice(["tagllm", "yes-no", "all-in-one", "open-ended"]))
+@click.option("--limit", type=int, help="Tag at most N source items.")
+@click.option("--out", help="Output folder (overrides output.dir).")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["webdataset", "hf"]),
+              help="Output format (repeatable).")
+@click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help="Override any recipe field.")
+@click.option("--overwrite", is_flag=True, help="Delete an earlier build in the output folder and start over.")
+@click.option("--no-progress", is_flag=True, help="No live progress bar.")
+@handle_errors
+def build(recipe: Path, engine: str | None, model: str | None, servers: tuple[str, ...], api: str | None,
+          strategy: str | None, limit: int | None, out: str | None, formats: tuple[str, ...],
+          sets: tuple[str, ...], overwrite: bool, no_progress: bool) -> None:
+    """Build a labeled dataset from RECIPE; rerun the same command to resume.
+
+    \b
+    Example:
+      tagllm build recipes/coco2014.yaml --engine sglang --model Qwen/Qwen2.5-VL-7B-Instruct
+      tagllm build recipes/demo.yaml --limit 10 --out out/try --set tagging.threshold=0.6
+    """
+    from builder.recipe.model import load_recipe
+    from builder.run.build import Builder
+
+    loaded = load_recipe(recipe, build_overrides(engine, model, servers, api, limit, out, formats, strategy, sets))
+    builder = Builder(loaded, Path(loaded.recipe.output.dir), overwrite=overwrite, progress=not no_progress)
+    if builder.check().simulated:
+        click.echo(SIM_BANNER, err=True)
+    result = builder.run()
+    print_summary(result)
+
+
+@click.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--threshold", type=float, help="New global score threshold.")
+@click.option("--thresholds", "thresholds_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Per-label thresholds YAML (e.g. from `tagllm eval --tune`).")
+@handle_errors
+def relabel(out: Path, threshold: float | None, thresholds_file: Path | None) -> None:
+    """Re-threshold OUT from the cached answers: no engine call, every file rewritten.
+
+    \b
+    Example:
+      tagllm relabel out/demo --threshold 0.7
+      tagllm relabel out/demo --thresholds out/demo/eval/thresholds.yaml
+    """
+    from builder.run.maintain import relabel as run_relabel
+
+    print_summary(run_relabel(out, threshold, thresholds_file))
+
+
+@click.command("retry-failed")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe field.")
+@click.option("--no-progress", is_flag=True, help="No live progress bar.")
+@handle_errors
+def retry_failed(out: Path, sets: tuple[str, ...], no_progress: bool) -> None:
+    """Re-run only the failed items of OUT (their shards are rewritten; ok answers come from the cache).
+
+    \b
+    Example:
+      tagllm retry-failed out/coco2014 --set engine.timeout=300
+    """
+    from builder.run.maintain import retry_failed as run_retry
+
+    print_summary(run_retry(out, list(sets), progress=not no_progress))

@@ -1,0 +1,59 @@
+"""The concept-calibration command (the method's offline step)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from builder.cli.common import build_overrides, handle_errors
+
+
+@click.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dev", "dev", type=int, default=200, show_default=True,
+              help="Calibrate on the first N source items that have human labels.")
+@click.option("--rounds", type=int, default=2, show_default=True, help="Propose / re-check rounds.")
+@click.option("--worst", type=int, default=5, show_default=True, help="Labels revised per round.")
+@click.option("--out", "out_sheet", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the calibrated concept sheet (YAML).")
+@click.option("--engine", type=click.Choice(["auto", "sglang", "http", "transformers", "simulated"]),
+              help="Tagging backend (overrides engine.kind).")
+@click.option("--model", help="Tagging model (overrides engine.model).")
+@click.option("--server", "servers", multiple=True, help="Tagging http engine: server URL (repeatable).")
+@click.option("--api", type=click.Choice(["http-sglang", "openai", "vllm"]), help="Tagging http engine protocol.")
+@click.option("--strategy", type=click.Choice(["tagllm", "yes-no"]), help="Strategy run on the dev set.")
+@click.option("--llm-engine", type=click.Choice(["sglang", "http", "transformers", "simulated"]),
+              help="Engine of the LLM that revises entries (default: the tagging engine).")
+@click.option("--llm-model", help="Model of that LLM.")
+@click.option("--llm-server", "llm_servers", multiple=True, help="http: server URL of that LLM (repeatable).")
+@click.option("--llm-api", type=click.Choice(["http-sglang", "openai", "vllm"]), help="http: protocol of that LLM.")
+@click.option("--no-tune", is_flag=True, help="Do not tune per-label thresholds on the dev set.")
+@click.option("--min-positives", type=int, default=3, show_default=True,
+              help="Tune a label's threshold only with at least this many dev positives.")
+@click.option("--interactive", is_flag=True, help="Review each proposal (diff + dev metrics): accept, edit, skip.")
+@click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the request cache here so a rerun replays answers (default: a temp folder).")
+@click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help="Override any recipe field.")
+@handle_errors
+def calibrate(recipe: Path, dev: int, rounds: int, worst: int, out_sheet: Path, engine: str | None,
+              model: str | None, servers: tuple[str, ...], api: str | None, strategy: str | None,
+              llm_engine: str | None, llm_model: str | None, llm_servers: tuple[str, ...], llm_api: str | None,
+              no_tune: bool, min_positives: int, interactive: bool, work_dir: Path | None,
+              sets: tuple[str, ...]) -> None:
+    """Calibrate RECIPE's concept sheet on human-labeled dev images; write the revised sheet.
+
+    \b
+    Example:
+      tagllm calibrate recipes/coco2014.yaml --dev 300 --rounds 3 --out recipes/concepts/coco80.calibrated.yaml \\
+          --llm-engine http --llm-server http://localhost:30000 --llm-model Qwen/Qwen2.5-72B-Instruct
+      tagllm calibrate recipes/demo.yaml --dev 25 --strategy yes-no --out /tmp/sheet.yaml --interactive
+    """
+    from builder.method.calibrate import calibrate as run_calibrate
+
+    overrides = build_overrides(engine, model, servers, api, None, None, (), strategy, sets)
+    result = run_calibrate(recipe, dev=dev, rounds=rounds, out_sheet=out_sheet, overrides=overrides,
+                           llm_engine=llm_engine, llm_model=llm_model, llm_servers=llm_servers, llm_api=llm_api,
+                           worst=worst, tune_thresholds=not no_tune, min_positives=min_positives,
+                           interactive=interactive, work_dir=work_dir, echo=click.echo)
+    click.echo(result.summary())

@@ -1,0 +1,101 @@
+"""Send requests through the cache to the engine, and re-ask when an answer does not parse.
+
+Only answers that parse are cached, so a resumed or retried run asks again for anything that
+failed. A re-ask changes the seed (and samples) so a greedy model gets a chance to answer
+differently; after `parse_retries` the request counts as a parse failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from builder.engines.base import Engine, Request, Result
+from builder.prompts.constraints import ParseError
+from builder.run.cache import RequestCache, request_key
+
+
+@dataclass
+class Answer:
+    request: Request
+    result: Result
+    value: Any = None
+    reason: str | None = None  # "engine" or "parse" when failed
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+class Asker:
+    def __init__(self, engine: Engine, cache: RequestCache | None, vocab_digest: str, parse_retries: int = 2):
+        self.engine = engine
+        self.cache = cache
+        self.vocab_digest = vocab_digest
+        self.parse_retries = parse_retries
+        self.engine_id = _engine_id(engine)
+        self.counts: Counter[str] = Counter()
+
+    async def ask(self, requests: list[Request], parse: Callable[[Request, Result], Any]) -> list[Answer]:
+        answers: list[Answer | None] = [None] * len(requests)
+        keys = [request_key(r, self.engine_id, self.vocab_digest) for r in requests]
+        todo: list[int] = []
+        for i, (request, key) in enumerate(zip(requests, keys)):
+            cached = self.cache.get(key) if self.cache else None
+            if cached is not None:
+                try:
+                    answers[i] = Answer(request, cached, parse(request, cached), cached=True)
+                    self.counts["cache_hits"] += 1
+                    continue
+                except ParseError:
+                    pass
+            todo.append(i)
+        attempt = 0
+        pending = {i: requests[i] for i in todo}
+        while pending:
+            batch = list(pending.items())
+            retry: dict[int, Request] = {}
+
+            def settle(j: int, result: Result, batch=batch, retry=retry, attempt=attempt) -> None:
+                """Parse and cache each answer the moment it arrives."""
+                i, sent = batch[j]
+                self.counts["sent"] += result.attempts
+                self.counts["retries"] += result.attempts - 1
+                if not result.ok:
+                    answers[i] = Answer(requests[i], result, reason="engine")
+                    return
+                try:
+                    value = parse(sent, result)
+                except ParseError as exc:
+                    if attempt < self.parse_retries:
+                        retry[i] = _reask(requests[i], attempt + 1)
+                        self.counts["parse_retries"] += 1
+                    else:
+                        result.error = f"answer does not fit the constraint: {exc}"
+                        answers[i] = Answer(requests[i], result, reason="parse")
+                    return
+                if self.cache is not None:
+                    self.cache.put(keys[i], result)
+                answers[i] = Answer(requests[i], result, value)
+
+            await self.engine.generate([r for _, r in batch], on_result=settle)
+            pending = retry
+            attempt += 1
+        return [a for a in answers if a is not None]
+
+
+def _reask(request: Request, attempt: int) -> Request:
+    return dataclasses.replace(request, seed=(request.seed or 0) + 1000 * attempt,
+                               temperature=max(request.temperature, 0.7))
+
+
+def _engine_id(engine: Engine) -> str:
+    import json
+
+    info = engine.describe()
+    keep = {k: info.get(k) for k in ("engine", "model", "noise")}
+    return json.dumps(keep, sort_keys=True, default=str)

@@ -1,0 +1,111 @@
+"""The strategies: TagLLM and the paper's plain-prompting baselines, all giving the same record.
+
+Requests per image, by definition:
+- tagllm:     groups x ensemble (stage 1) + one per candidate (stage 2)
+- yes-no:     one per vocabulary label
+- all-in-one: one
+- open-ended: one
+"""
+
+from __future__ import annotations
+
+import re
+
+from builder.errors import UserError
+from builder.method.asker import Asker
+from builder.method.base import Outcome, Strategy, TaggingContext, parse_subset_answer
+from builder.method.candidates import generate_candidates
+from builder.method.verify import verify_labels
+from builder.records import Item
+
+
+class TagLLM(Strategy):
+    """Group-wise candidates, then concept-aligned yes/no verification of each candidate."""
+
+    name = "tagllm"
+
+    async def _label(self, item: Item, image: bytes) -> Outcome:
+        candidates, stage1 = await generate_candidates(self.ctx, self.asker, image, item.reference)
+        outcome = Outcome(candidates=candidates, answers=stage1)
+        if outcome.failure():
+            return outcome
+        outcome.scores, stage2 = await verify_labels(self.ctx, self.asker, image, candidates, item.reference)
+        outcome.answers += stage2
+        outcome.labels = self.keep(outcome.scores)
+        return outcome
+
+
+class YesNo(Strategy):
+    """One yes/no question per vocabulary label: the most expensive baseline."""
+
+    name = "yes-no"
+
+    async def _label(self, item: Item, image: bytes) -> Outcome:
+        names = self.ctx.vocab.names
+        scores, answers = await verify_labels(self.ctx, self.asker, image, names, item.reference)
+        return Outcome(candidates=list(names), scores=scores, answers=answers, labels=self.keep(scores))
+
+
+class AllInOne(Strategy):
+    """One constrained request listing the whole vocabulary; no scores beyond chosen / not."""
+
+    name = "all-in-one"
+
+    async def _label(self, item: Item, image: bytes) -> Outcome:
+        names = self.ctx.vocab.names
+        request = self.ctx.subset_request(self.ctx.all_in_one, "all", names, image, item.reference)
+        (answer,) = await self.asker.ask([request], parse_subset_answer)
+        outcome = Outcome(answers=[answer])
+        if answer.ok:
+            outcome.candidates = list(answer.value)
+            outcome.labels = list(answer.value)
+            outcome.scores = {name: 1.0 for name in answer.value}
+        return outcome
+
+
+_SPLIT = re.compile(r"[,;\n]|\band\b")
+
+
+def map_free_text(ctx: TaggingContext, text: str) -> tuple[list[str], list[str]]:
+    """Free-text object names -> vocabulary labels (names, synonyms, simple plurals) + the unmapped."""
+    found: set[str] = set()
+    unmapped: list[str] = []
+    for raw in _SPLIT.split(text):
+        word = raw.strip().strip(".").strip()
+        word = re.sub(r"^(a|an|the|some|two|three|several)\s+", "", word, flags=re.I)
+        if not word:
+            continue
+        label = ctx.vocab.resolve(word)
+        for variant in (word[:-1], word[:-2]) if label is None and word.lower().endswith("s") else ():
+            label = label or ctx.vocab.resolve(variant)
+        if label is None:
+            unmapped.append(word)
+        else:
+            found.add(label)
+    return [n for n in ctx.vocab.names if n in found], unmapped
+
+
+class OpenEnded(Strategy):
+    """A free list of objects, mapped to the vocabulary; what does not map is kept and counted."""
+
+    name = "open-ended"
+
+    async def _label(self, item: Item, image: bytes) -> Outcome:
+        (answer,) = await self.asker.ask([self.ctx.free_request(image, item.reference)], lambda r, res: res.text)
+        outcome = Outcome(answers=[answer])
+        if answer.ok:
+            labels, unmapped = map_free_text(self.ctx, answer.value)
+            outcome.candidates = labels
+            outcome.labels = labels
+            outcome.scores = {name: 1.0 for name in labels}
+            outcome.extra = {"unmapped": unmapped}
+        return outcome
+
+
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (TagLLM, YesNo, AllInOne, OpenEnded)}
+
+
+def make_strategy(name: str, ctx: TaggingContext, asker: Asker, simulated: bool) -> Strategy:
+    if name not in STRATEGIES:
+        raise UserError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name](ctx, asker, simulated)

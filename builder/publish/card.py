@@ -1,0 +1,134 @@
+"""Render the dataset card (README.md) from the recipe, stats, evaluation and cost on disk."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from huggingface_hub import DatasetCardData
+
+from builder import __version__
+from builder.method.base import TaggingContext
+from builder.prompts.constraints import format_subset
+from builder.publish import layout
+from builder.publish.stats import top_pairs
+from builder.recipe.model import LoadedRecipe, load_recipe
+
+TEMPLATE = "dataset_card.md.j2"
+
+
+def size_category(n: int) -> str:
+    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+              (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
+    return next((name for limit, name in bounds if n < limit), "n>100M")
+
+
+def card_header(loaded: LoadedRecipe, stats: dict[str, Any], simulated: bool) -> str:
+    r = loaded.recipe
+    formats = r.output.formats
+    tags = ["tagllm", "multi-label", "image-tagging", *r.card.tags]
+    if simulated:
+        tags.append("simulated-labels")
+    data = DatasetCardData(
+        license=r.card.license,
+        pretty_name=_title(loaded, simulated),
+        task_categories=["image-classification"],
+        task_ids=["multi-label-image-classification"],
+        size_categories=[size_category(int(stats.get("ok", 0)))],
+        # The simulated engine's labels are human labels plus noise, not model output: say 'other'.
+        annotations_creators=["other"] if simulated else ["machine-generated"],
+        source_datasets=r.card.source_datasets or ["original"],
+        tags=list(dict.fromkeys(tags)),
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
+        if "hf" in formats else None,
+    )
+    return data.to_yaml()
+
+
+def _title(loaded: LoadedRecipe, simulated: bool) -> str:
+    title = loaded.recipe.card.pretty_name or loaded.recipe.name
+    return f"{title} (simulated labels)" if simulated else title
+
+
+def _default_template() -> str:
+    """cards/ at the repository root in a checkout; packaged as builder.cards in a wheel."""
+    in_checkout = Path(__file__).resolve().parents[2] / "cards" / TEMPLATE
+    if in_checkout.is_file():
+        return in_checkout.read_text(encoding="utf-8")
+    return resources.files("builder.cards").joinpath(TEMPLATE).read_text(encoding="utf-8")
+
+
+def _template(path: Path | None) -> jinja2.Template:
+    text = path.read_text(encoding="utf-8") if path else _default_template()
+    env = jinja2.Environment(undefined=jinja2.ChainableUndefined, autoescape=False)
+    return env.from_string(text)
+
+
+def render_card(out: Path, template: Path | None = None) -> str:
+    out = layout.require_output(out)
+    loaded = load_recipe(out / layout.RECIPE)
+    stats = layout.read_json(out / layout.STATS) if (out / layout.STATS).is_file() else {}
+    manifest = layout.read_json(out / layout.MANIFEST)
+    simulated = bool(manifest.get("simulated") or stats.get("simulated"))
+    vocab = loaded.vocab
+    ctx = TaggingContext(loaded)
+    first_group = vocab.groups[0]
+    group_names = [label.name for label in first_group.labels]
+    evaluation = None
+    report_path = out / "eval" / "report.json"
+    if report_path.is_file():
+        report = layout.read_json(report_path)
+        evaluation = dict(report.get("overall", report))
+        evaluation.setdefault("images", report.get("images"))
+    label_counts = stats.get("label_counts", {})
+    ref_counts = stats.get("reference_counts", {})
+    rows = [{"name": label.name, "group": vocab.group_of(label.name), "count": label_counts.get(label.name, 0),
+             "reference": ref_counts.get(label.name, 0)} for label in vocab.labels]
+    values = {
+        "header": card_header(loaded, stats, simulated).strip(),
+        "title": _title(loaded, simulated),
+        "simulated": simulated,
+        "description": loaded.recipe.card.description or loaded.recipe.description,
+        "version": __version__,
+        "stats": stats,
+        "labels": vocab.names,
+        "groups": vocab.groups,
+        "vocab_name": vocab.name,
+        "mean_labels": sum(stats.get("label_counts", {}).values()) / stats["ok"] if stats.get("ok") else 0.0,
+        "formats": loaded.recipe.output.formats,
+        "engine": manifest.get("engine", {}),
+        "tagging": loaded.recipe.tagging,
+        "per_label_thresholds": len(loaded.thresholds),
+        "concepts_digest": manifest.get("concepts_digest"),
+        "concepts_digest_used": bool(loaded.recipe.tagging.concept_sheet),
+        "example_group": first_group.name,
+        "example_answer": format_subset(group_names[:2]),
+        "stage1_example": ctx.stage1.render(group=first_group.name, options=group_names),
+        "stage2_example": ctx.verify_question(vocab.names[0]),
+        "label_rows": rows,
+        "has_reference": bool(stats.get("with_reference")),
+        "pairs": top_pairs(stats),
+        "evaluation": evaluation,
+        "pct": lambda v: f"{100 * v:.1f}" if isinstance(v, (int, float)) else "n/a",
+        "cost": stats.get("cost", {}),
+        "load_path": loaded.recipe.hub.repo_id or str(out),
+        "wds_pattern": _wds_pattern(out),
+        "extra": loaded.recipe.card.extra,
+    }
+    return _template(template).render(**values)
+
+
+def _wds_pattern(out: Path) -> str:
+    shards = layout.completed_shards(out)
+    if not shards:
+        return "webdataset/shard-00000.tar"
+    last = layout.shard_name(shards[-1]).split("-")[1]
+    return f"webdataset/shard-{{00000..{last}}}.tar" if len(shards) > 1 else "webdataset/shard-00000.tar"
+
+
+def write_card(out: Path, template: Path | None = None) -> Path:
+    path = Path(out) / layout.CARD
+    path.write_text(render_card(Path(out), template), encoding="utf-8")
+    return path

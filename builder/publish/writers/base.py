@@ -1,0 +1,73 @@
+"""The shard protocol all writers follow: write under a temporary name, rename when complete.
+
+A shard that was being written when the process died leaves only a `.tmp` file, which the next
+run removes and rewrites; a renamed file is always complete.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from builder.recipe.vocab import Vocabulary
+from builder.records import Record
+
+
+class Writer(ABC):
+    format = "writer"
+
+    def __init__(self, out: Path, vocab: Vocabulary, include_failed: bool = False):
+        self.out = out
+        self.vocab = vocab
+        self.include_failed = include_failed
+        self.shard: int | None = None
+
+    def begin_shard(self, shard: int) -> None:
+        self.shard = shard
+        self.final_path(shard).parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_path(shard).unlink(missing_ok=True)
+        self._open(self.tmp_path(shard))
+
+    def write(self, record: Record, image: bytes | None) -> None:
+        if record.status != "ok" and not self.include_failed:
+            return
+        self._write(record, image)
+
+    def end_shard(self) -> Path:
+        assert self.shard is not None
+        self._close()
+        final = self.final_path(self.shard)
+        os.replace(self.tmp_path(self.shard), final)
+        self.shard = None
+        return final
+
+    def tmp_path(self, shard: int) -> Path:
+        final = self.final_path(shard)
+        return final.with_name(f".{final.name}.tmp")
+
+    def finalize(self, shards: list[int]) -> None:
+        """Called once every shard is complete (e.g. to name files with the shard total)."""
+
+    @abstractmethod
+    def final_path(self, shard: int) -> Path: ...
+
+    @abstractmethod
+    def _open(self, path: Path) -> None: ...
+
+    @abstractmethod
+    def _write(self, record: Record, image: bytes | None) -> None: ...
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+
+def make_writers(out: Path, vocab: Vocabulary, formats: list[str], include_failed: bool = False) -> list[Writer]:
+    from builder.publish.writers.hf import HFWriter
+    from builder.publish.writers.index import IndexWriter
+    from builder.publish.writers.webdataset import WebDatasetWriter
+
+    kinds = {"webdataset": WebDatasetWriter, "hf": HFWriter}
+    writers: list[Writer] = [kinds[f](out, vocab, include_failed) for f in formats]
+    writers.append(IndexWriter(out, vocab, include_failed=True))  # the index always holds every record
+    return writers

@@ -1,0 +1,259 @@
+"""Drive a build: source -> strategy (through cache and engine) -> writers, shard by shard.
+
+The shard is the unit of commit: its files are written under temporary names, renamed when
+complete, and its stats json is written last. A rerun on the same output folder skips complete
+shards and replays cached answers for the shard that was cut short, so only requests that never
+finished are sent again. Every source item yields exactly one record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib.util
+import json
+import shutil
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from builder import __version__
+from builder.analysis.cost import cost_report
+from builder.engines.base import Engine
+from builder.engines.registry import engine_from_spec
+from builder.errors import RunError, UserError
+from builder.method import TaggingContext, make_strategy
+from builder.method.asker import Asker
+from builder.publish import layout
+from builder.publish.stats import ShardStats, merge
+from builder.publish.writers import make_writers
+from builder.recipe.model import LoadedRecipe
+from builder.records import Item, Record
+from builder.run.cache import RequestCache
+from builder.run.progress import Reporter
+from builder.sources import open_source
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    stats: dict[str, Any]
+    shards: int
+    skipped_shards: int = 0
+    sent: int = 0
+    simulated: bool = False
+    engine: dict[str, Any] = field(default_factory=dict)
+
+
+def choose_engine_kind(kind: str) -> str:
+    """'auto' means sglang when it is installed and a GPU is visible; otherwise say what to pick."""
+    if kind != "auto":
+        return kind
+    if importlib.util.find_spec("sglang") is not None and importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            return "sglang"
+    raise UserError(
+        "engine 'auto' needs sglang and a GPU (pip install 'tagllm[sglang]'); otherwise choose "
+        "--engine http --server URL, --engine transformers --model DIR, or --engine simulated"
+    )
+
+
+def _check_out(out: Path, digest: str, overwrite: bool, adopt: bool = False) -> dict[str, Any] | None:
+    """Check the output folder (read only); return the manifest of an earlier run to resume, or None."""
+    manifest_path = out / layout.MANIFEST
+    if manifest_path.is_file():
+        manifest = layout.read_json(manifest_path)
+        if overwrite:
+            return None
+        if manifest.get("recipe_digest") != digest and not adopt:
+            raise RunError(
+                f"{out}: was built from a different recipe (digest {manifest.get('recipe_digest')} != {digest}); "
+                "pass --overwrite to start over or choose another --out"
+            )
+        return manifest
+    if out.exists() and any(out.iterdir()):
+        raise RunError(f"{out}: exists, is not empty and is not a tagllm output; choose another --out")
+    return None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def save_recipe(loaded: LoadedRecipe, out: Path) -> None:
+    """The resolved recipe beside the data, so `tagllm build OUT/recipe.yaml` re-runs it from anywhere."""
+    data = loaded.resolved()
+    if data["tagging"].get("concept_sheet"):
+        loaded.concepts.save(out / layout.CONCEPTS)
+        data["tagging"]["concept_sheet"] = layout.CONCEPTS
+    data["output"]["dir"] = str(out.resolve())
+    (out / layout.RECIPE).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+class Builder:
+    """One build of one recipe into one output folder."""
+
+    def __init__(self, loaded: LoadedRecipe, out: Path, engine: Engine | None = None,
+                 overwrite: bool = False, progress: bool = True, window: int | None = None,
+                 adopt: bool = False):
+        self.loaded = loaded
+        self.recipe = loaded.recipe
+        self.out = Path(out)
+        self.overwrite = overwrite
+        self.progress = progress
+        self._engine = engine
+        self.window = window
+        self._checked: tuple | None = None
+        self.adopt = adopt  # continue an output made by another recipe digest (relabel, retry-failed)
+
+    def _engine_for_run(self) -> Engine:
+        if self._engine is not None:
+            return self._engine
+        kind = choose_engine_kind(self.recipe.engine.kind)
+        return engine_from_spec(self.recipe.engine, self.loaded.vocab, kind)
+
+    def digest(self) -> str:
+        return self.loaded.digest() + f"-{self.recipe.output.samples_per_shard}"
+
+    def check(self) -> Engine:
+        """Validate templates, engine choice, source and output folder; writes nothing."""
+        if self._checked is None:
+            digest = self.digest()
+            ctx = TaggingContext(self.loaded)
+            engine = self._engine_for_run()
+            source = open_source(self.recipe.source, self.loaded.vocab, self.loaded.base_dir)
+            earlier = _check_out(self.out, digest, self.overwrite, self.adopt)
+            self._checked = (ctx, engine, source, digest, earlier)
+        return self._checked[1]
+
+    def run(self) -> BuildResult:
+        """Check everything, start the engine, then write; input errors leave nothing behind."""
+        self.check()
+        return asyncio.run(self._main(*self._checked))
+
+    async def _main(self, ctx: TaggingContext, engine: Engine, source: Any, digest: str,
+                    earlier: dict[str, Any] | None) -> BuildResult:
+        await engine.start()
+        try:
+            if self.overwrite and self.out.exists():
+                shutil.rmtree(self.out)
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_recipe(self.loaded, self.out)
+            manifest = {
+                "tagllm_version": __version__, "recipe_digest": digest, "name": self.recipe.name,
+                "status": "running", "started": (earlier or {}).get("started") or _now(),
+                "engine": engine.describe(), "simulated": engine.simulated,
+                "strategy": self.recipe.tagging.strategy, "formats": self.recipe.output.formats,
+                "samples_per_shard": self.recipe.output.samples_per_shard,
+                "vocabulary": {"name": self.loaded.vocab.name, "digest": self.loaded.vocab.digest()},
+                "concepts_digest": self.loaded.concepts.digest(),
+            }
+            _write_json(self.out / layout.MANIFEST, manifest)
+            cache = RequestCache(self.out / layout.CACHE)
+            asker = Asker(engine, cache, self.loaded.vocab.digest())
+            reporter = Reporter(total=self.recipe.source.limit, show=self.progress, requests=asker.counts)
+            try:
+                strategy = make_strategy(self.recipe.tagging.strategy, ctx, asker, engine.simulated)
+                shards, skipped = await self._shards(source, strategy, asker, reporter, engine)
+            finally:
+                reporter.close()
+                cache.close()
+        finally:
+            await engine.close()
+        stats = finalize_output(self.out, self.loaded, engine.describe())
+        manifest.update(status="complete", finished=_now(), shards=shards)
+        _write_json(self.out / layout.MANIFEST, manifest)
+        return BuildResult(self.out, stats, shards, skipped, asker.counts["sent"], engine.simulated,
+                           engine.describe())
+
+    async def _shards(self, source: Any, strategy: Any, asker: Asker, reporter: Reporter,
+                      engine: Engine) -> tuple[int, int]:
+        """Walk the source shard by shard; complete shards of an earlier run are skipped."""
+        done = set(layout.completed_shards(self.out))
+        per_shard = self.recipe.output.samples_per_shard
+        writers = make_writers(self.out, self.loaded.vocab, self.recipe.output.formats,
+                               self.recipe.output.include_failed)
+        items = iter(source)
+        shard, skipped = 0, 0
+        while True:
+            chunk = islice(items, per_shard)
+            if shard in done:
+                n = sum(1 for _ in chunk)
+                if n == 0:
+                    break
+                reporter.skip(n)
+                skipped += 1
+            else:
+                first = next(chunk, None)
+                if first is None:
+                    break
+                await self._shard(shard, _chain(first, chunk), strategy, asker, writers, reporter, engine)
+            shard += 1
+        for w in writers:
+            w.finalize(list(range(shard)))
+        return shard, skipped
+
+    async def _shard(self, shard: int, items: Iterator[Item], strategy: Any, asker: Asker,
+                     writers: list, reporter: Reporter, engine: Engine) -> None:
+        started = time.perf_counter()
+        sent0, retries0 = asker.counts["sent"], asker.counts["retries"]
+        stats = ShardStats(shard)
+        for w in writers:
+            w.begin_shard(shard)
+        window = self.window or max(4, min(engine.concurrency, 256))
+        pending: deque[tuple[Item, asyncio.Task[Record]]] = deque()
+
+        def emit(item: Item, record: Record) -> None:
+            for w in writers:
+                w.write(record, item.image)
+            stats.add(record)
+            reporter.record(record.status, record.error, int(record.usage.get("cached", 0)))
+
+        for item in items:
+            pending.append((item, asyncio.create_task(strategy.tag(item))))
+            while len(pending) >= window:
+                done_item, task = pending.popleft()
+                emit(done_item, await task)
+        while pending:
+            done_item, task = pending.popleft()
+            emit(done_item, await task)
+        for w in writers:
+            w.end_shard()
+        data = stats.finish(time.perf_counter() - started, asker.counts["sent"] - sent0,
+                            asker.counts["retries"] - retries0, engine.simulated)
+        _write_json(layout.shard_stats_path(self.out, shard), data)
+
+
+def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Totals, cost and the card, from what is on disk (also used after relabel / retry)."""
+    from builder.publish.card import write_card
+
+    shard_stats = [layout.read_json(layout.shard_stats_path(out, s)) for s in layout.completed_shards(out)]
+    stats = merge(shard_stats)
+    c = loaded.recipe.cost
+    stats["cost"] = cost_report(stats, c.gpu_price_per_hour, c.human_price_per_image, c.gpus)
+    if engine_info is None and (out / layout.MANIFEST).is_file():
+        engine_info = layout.read_json(out / layout.MANIFEST).get("engine")
+    stats["engine"] = engine_info or {}
+    _write_json(out / layout.STATS, stats)
+    write_card(out)
+    return stats
+
+
+def _chain(first: Item, rest: Iterator[Item]) -> Iterator[Item]:
+    yield first
+    yield from rest
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -1,6 +1,0 @@
-"""Tagging strategies: turn one prepared image into one record through engine requests."""
-
-from builder.tagger.base import Strategy, TaggingContext
-from builder.tagger.strategies import STRATEGIES, make_strategy
-
-__all__ = ["STRATEGIES", "Strategy", "TaggingContext", "make_strategy"]

@@ -1,5 +1,0 @@
-"""Writers: each format turns the records of one shard into files, atomically."""
-
-from builder.writers.base import Writer, make_writers
-
-__all__ = ["Writer", "make_writers"]

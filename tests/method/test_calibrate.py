@@ -1,0 +1,178 @@
+"""Concept calibration end to end with the simulated engine, automatic and interactive."""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+from tinydata import SMALL_VOCAB
+
+from builder.analysis.evaluate import evaluate
+from builder.engines.simulated import NoiseModel, SimulatedModel
+from builder.errors import UserError
+from builder.method.calibrate import Decision, calibrate, calibration_prompt, revision_request
+from builder.prompts.constraints import Constraint
+from builder.publish import layout
+from builder.recipe.concepts import Concept, load_concept_sheet
+from builder.recipe.model import load_recipe
+from builder.recipe.vocab import vocabulary_from_data
+
+METRICS = {"support", "tp", "fp", "fn", "precision", "recall", "f1"}
+
+
+@pytest.fixture
+def yes_no_recipe(write_recipe):
+    """yes-no asks every label, so the look-alikes of the sim's disambiguation model show up often."""
+    return write_recipe("calibrate.yaml", tagging={"strategy": "yes-no"})
+
+
+# --- the simulated model of disambiguation ---------------------------------------------------------
+
+
+def ask(model: SimulatedModel, question: str, truth: list[str], image: bytes) -> float:
+    return model.answer(image, question, question, Constraint("yesno"), truth, True).yes_prob
+
+
+def test_sim_confuses_look_alikes_unless_warned():
+    vocab = vocabulary_from_data(SMALL_VOCAB, "small")
+    model = SimulatedModel(vocab, NoiseModel(flip_rate=0.0, verify_confusion_rate=1.0))
+    plain = "Is there a dog in this image? Answer yes or no."
+    warned = plain + '\nDefinition of "dog": A dog.\nDo not confuse it with: cat.'
+    excluded = plain + "\nDoes not count: cats and kittens."
+    for i in range(5):
+        image = bytes([i])
+        assert ask(model, plain, ["cat"], image) > 0.5  # cat present: taken in
+        assert ask(model, warned, ["cat"], image) < 0.5
+        assert ask(model, excluded, ["cat"], image) < 0.5  # "kittens" is a synonym of cat
+        assert ask(model, plain, ["car"], image) < 0.5  # another group: no look-alike
+        assert ask(model, plain, ["cat", "bird"], image) > 0.5  # bird is not warned about
+        assert ask(model, warned + "\nDo not confuse it with: bird.", ["cat", "bird"], image) < 0.5
+    off = SimulatedModel(vocab, NoiseModel(flip_rate=0.0, verify_confusion_rate=0.0))
+    assert ask(off, plain, ["cat"], b"x") < 0.5
+
+
+def test_calibration_request_is_text_only_and_the_sim_answers_it(write_recipe):
+    vocab = load_recipe(write_recipe()).vocab
+    stats = {"support": 2, "tp": 2, "fp": 3, "fn": 0, "precision": 0.4, "recall": 1.0, "f1": 0.571}
+    prompt = calibration_prompt(vocab, "dog", Concept(description="A dog."), stats,
+                                [{"label": "cat", "count": 3}], [], 12, [])
+    request = revision_request(prompt, vocab.names)
+    assert request.image is None
+    assert all(part["type"] == "text" for m in request.messages if isinstance(m["content"], list)
+               for part in m["content"])
+    schema = json.loads(request.constraint.schema)
+    assert request.constraint.kind == "json_schema" and "uniqueItems" not in request.constraint.schema
+    assert set(schema["properties"]) == {"description", "includes", "excludes", "confusable", "cooccurring"}
+    answer = SimulatedModel(vocab).answer(None, prompt, prompt, request.constraint, None, False)
+    entry = json.loads(answer.text)
+    assert entry["confusable"] == ["cat"] and entry["description"] == "A dog."
+    assert any("cat" in line for line in entry["excludes"])
+
+
+# --- calibrate ----------------------------------------------------------------------------------
+
+
+def test_calibrate_writes_a_sheet_whose_kept_revisions_improve_f1(yes_no_recipe, build, tmp_path):
+    out = tmp_path / "calibrated.yaml"
+    result = calibrate(yes_no_recipe, dev=12, rounds=2, out_sheet=out, min_positives=2)
+    sheet = load_concept_sheet(out)
+    sheet.check_against(load_recipe(yes_no_recipe).vocab, str(out))
+    prov = sheet.provenance
+    assert prov["llm"]["engine"] == "simulated" and prov["tagging_engine"]["simulated"] is True
+    assert "simulated" in prov["notice"].lower()
+    assert prov["dev_metrics"]["images"] == 12 and prov["date"]
+    for row in prov["labels"].values():
+        assert set(row["before"]) == METRICS and set(row["after"]) == METRICS
+    improved = [r for r in prov["revisions"] if r["kept"] and r["f1_after"] > r["f1_before"]]
+    assert improved, prov["revisions"]
+    for r in improved:
+        assert sheet.concepts[r["label"]].confusable  # the sim's revision names its confusions
+        assert prov["labels"][r["label"]]["after"]["f1"] > prov["labels"][r["label"]]["before"]["f1"]
+    assert all(not r["kept"] for r in prov["revisions"] if r["decision"] == "rejected")
+    assert prov["dev_metrics"]["after"]["CF1"] > prov["dev_metrics"]["before"]["CF1"]
+    assert result.after["CF1"] == prov["dev_metrics"]["after"]["CF1"]
+    assert "SIMULATED" in result.summary()
+
+    # A build with the calibrated sheet reproduces the dev metrics the provenance promises.
+    rebuilt = build(yes_no_recipe, ["tagging.concept_sheet=" + str(out), f"output.dir={tmp_path / 'rebuilt'}"])
+    expected = prov["dev_metrics"]["after_tuned"] or prov["dev_metrics"]["after"]
+    got = evaluate(rebuilt.out)["overall"]
+    assert {k: got[k] for k in ("CP", "CR", "OP", "OR")} == {k: expected[k] for k in ("CP", "CR", "OP", "OR")}
+    assert (rebuilt.out / layout.CONCEPTS).is_file()
+
+
+def test_decide_callback_chooses_what_is_kept(yes_no_recipe, tmp_path):
+    seen = []
+
+    def decide(proposal):
+        seen.append(proposal.label)
+        assert proposal.metrics_after is not None and proposal.diff().startswith("---")
+        return Decision("accept") if proposal.label == "bus" else Decision("skip")
+
+    result = calibrate(yes_no_recipe, dev=12, rounds=1, out_sheet=tmp_path / "s.yaml", decide=decide,
+                       tune_thresholds=False)
+    assert "bus" in seen and len(seen) > 1
+    assert [p.label for p in result.kept] == ["bus"]
+    sheet = load_concept_sheet(tmp_path / "s.yaml")
+    assert list(sheet.concepts) == ["bus"]
+
+
+def test_interactive_session_accept_skip_edit(yes_no_recipe, tmp_path, monkeypatch):
+    editor = tmp_path / "editor.py"
+    editor.write_text(f"#!{sys.executable}\n"
+                      "import os, sys, time\n"
+                      "text = open(sys.argv[1]).read().splitlines()\n"
+                      "text[0] = 'description: Any dog, as a person wrote it.'\n"
+                      "open(sys.argv[1], 'w').write('\\n'.join(text) + '\\n')\n"
+                      "t = time.time() + 5\n"
+                      "os.utime(sys.argv[1], (t, t))\n")
+    editor.chmod(editor.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.delenv("VISUAL", raising=False)
+    monkeypatch.setenv("EDITOR", str(editor))
+    out = tmp_path / "interactive.yaml"
+
+    @click.command()
+    def session() -> None:
+        result = calibrate(yes_no_recipe, dev=12, rounds=1, out_sheet=out, interactive=True, tune_thresholds=False)
+        click.echo("decisions: " + json.dumps({p.label: p.decision for p in result.proposals}))
+
+    # answer the first three proposals a, s, e; Enter (accept) for the rest
+    run = CliRunner().invoke(session, input="a\ns\ne\n" + "\n" * 20)
+    assert run.exit_code == 0, run.output
+    decisions = json.loads(run.output.split("decisions: ")[1])  # in proposal order
+    order = list(decisions)
+    assert len(order) >= 3
+    first, second, third = order[:3]
+    assert [decisions[first], decisions[second], decisions[third]] == ["accepted", "skipped", "edited"]
+    assert all(decisions[label] == "accepted" for label in order[3:])
+    assert f"--- {third} (current)" in run.output and f"+++ {third} (proposed)" in run.output
+    assert "\n+- " in run.output  # the diff shows a new confusable entry
+    assert "dev (12 images" in run.output and "[a]ccept, [e]dit, [s]kip" in run.output
+    sheet = load_concept_sheet(out)
+    assert set(sheet.concepts) == set(order) - {second}
+    assert sheet.concepts[third].description == "Any dog, as a person wrote it."
+    assert sheet.concepts[third].confusable  # the rest of the proposal survived the edit
+    edited = next(r for r in sheet.provenance["revisions"] if r["label"] == third)
+    assert edited["decision"] == "edited" and edited["kept"] and edited["f1_after"] is not None
+
+
+def test_strategies_without_verification_cannot_calibrate(write_recipe):
+    recipe = write_recipe("aio.yaml", tagging={"strategy": "all-in-one"})
+    with pytest.raises(UserError, match="does not use the concept sheet"):
+        calibrate(recipe, dev=4, rounds=1)
+
+
+def test_a_rerun_with_the_same_work_folder_replays_every_answer(yes_no_recipe, tmp_path):
+    from builder.engines.registry import engine_from_spec
+
+    loaded = load_recipe(yes_no_recipe)
+    first = engine_from_spec(loaded.recipe.engine, loaded.vocab)
+    calibrate(loaded, dev=12, rounds=2, engine=first, work_dir=tmp_path / "work")
+    assert first.calls > 0
+    again = engine_from_spec(loaded.recipe.engine, loaded.vocab)
+    result = calibrate(loaded, dev=12, rounds=2, engine=again, work_dir=tmp_path / "work")
+    assert again.calls == 0 and result.kept
