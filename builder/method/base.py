@@ -2,7 +2,7 @@
 
 `Strategy.tag` owns the loop: recorded source errors, image preparation, usage accounting and
 turning failed answers into a failed record. A strategy fills in one hook, `_label`, which asks
-the engine (through the `Asker`) and returns the candidates, scores and final labels.
+the engine (through the `Ask`) and returns the candidates, scores and final labels.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from builder.engines.base import Request, Result
 from builder.images import ImageProblem, prepare_image
-from builder.method.asker import Answer, Asker
+from builder.method.answers import Answer, Ask
 from builder.prompts.constraints import Constraint, ParseError, parse_subset, parse_yesno
 from builder.prompts.render import Template, chat
 from builder.records import Item, Record
@@ -115,7 +115,7 @@ class Outcome:
 class Strategy(ABC):
     name = "strategy"
 
-    def __init__(self, ctx: TaggingContext, asker: Asker, simulated: bool):
+    def __init__(self, ctx: TaggingContext, asker: Ask, simulated: bool):
         self.ctx = ctx
         self.asker = asker
         self.simulated = simulated

@@ -41,7 +41,6 @@ from pydantic import ValidationError
 from builder import __version__
 from builder.engines.base import Engine, Request, Result
 from builder.errors import UserError
-from builder.method.asker import Asker
 from builder.method.base import TaggingContext
 from builder.method.strategies import make_strategy
 from builder.prompts.constraints import Constraint, ParseError
@@ -49,6 +48,7 @@ from builder.recipe.concepts import Concept, ConceptSheet
 from builder.recipe.model import LoadedRecipe, load_recipe
 from builder.recipe.vocab import Vocabulary
 from builder.records import Item, Record
+from builder.run.asker import Asker
 from builder.run.cache import RequestCache
 
 SHEET_STRATEGIES = ("tagllm", "yes-no")  # the strategies whose verification question uses the sheet

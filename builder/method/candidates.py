@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from builder.method.asker import Answer, Asker
+from builder.method.answers import Answer, Ask
 from builder.method.base import TaggingContext, parse_subset_answer
 
 
-async def generate_candidates(ctx: TaggingContext, asker: Asker, image: bytes,
+async def generate_candidates(ctx: TaggingContext, asker: Ask, image: bytes,
                               reference: list[str] | None) -> tuple[list[str], list[Answer]]:
     """Union of every group's answer (and every ensemble variant's), in vocabulary order."""
     answers = await asker.ask(ctx.group_requests(image, reference), parse_subset_answer)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from builder.errors import UserError
-from builder.method.asker import Asker
+from builder.method.answers import Ask
 from builder.method.base import Outcome, Strategy, TaggingContext, parse_subset_answer
 from builder.method.candidates import generate_candidates
 from builder.method.verify import verify_labels
@@ -105,7 +105,7 @@ class OpenEnded(Strategy):
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (TagLLM, YesNo, AllInOne, OpenEnded)}
 
 
-def make_strategy(name: str, ctx: TaggingContext, asker: Asker, simulated: bool) -> Strategy:
+def make_strategy(name: str, ctx: TaggingContext, asker: Ask, simulated: bool) -> Strategy:
     if name not in STRATEGIES:
         raise UserError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
     return STRATEGIES[name](ctx, asker, simulated)

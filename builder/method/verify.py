@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from builder.method.asker import Answer, Asker
+from builder.method.answers import Answer, Ask
 from builder.method.base import TaggingContext, parse_score
 
 
-async def verify_labels(ctx: TaggingContext, asker: Asker, image: bytes, labels: list[str],
+async def verify_labels(ctx: TaggingContext, asker: Ask, image: bytes, labels: list[str],
                         reference: list[str] | None) -> tuple[dict[str, float], list[Answer]]:
     """Score each label with one yes/no request; all requests of the image go out together."""
     requests = [ctx.verify_request(label, image, reference) for label in labels]

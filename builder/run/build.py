@@ -29,12 +29,12 @@ from builder.engines.base import Engine
 from builder.engines.registry import engine_from_spec
 from builder.errors import RunError, UserError
 from builder.method import TaggingContext, make_strategy
-from builder.method.asker import Asker
 from builder.publish import layout
 from builder.publish.stats import ShardStats, merge
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
 from builder.records import Item, Record
+from builder.run.asker import Asker
 from builder.run.cache import RequestCache
 from builder.run.progress import Reporter
 from builder.sources import open_source

@@ -60,14 +60,3 @@ class Writer(ABC):
 
     @abstractmethod
     def _close(self) -> None: ...
-
-
-def make_writers(out: Path, vocab: Vocabulary, formats: list[str], include_failed: bool = False) -> list[Writer]:
-    from builder.publish.writers.hf import HFWriter
-    from builder.publish.writers.index import IndexWriter
-    from builder.publish.writers.webdataset import WebDatasetWriter
-
-    kinds = {"webdataset": WebDatasetWriter, "hf": HFWriter}
-    writers: list[Writer] = [kinds[f](out, vocab, include_failed) for f in formats]
-    writers.append(IndexWriter(out, vocab, include_failed=True))  # the index always holds every record
-    return writers

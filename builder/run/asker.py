@@ -10,25 +10,12 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from builder.engines.base import Engine, Request, Result
+from builder.method.answers import Answer
 from builder.prompts.constraints import ParseError
 from builder.run.cache import RequestCache, request_key
-
-
-@dataclass
-class Answer:
-    request: Request
-    result: Result
-    value: Any = None
-    reason: str | None = None  # "engine" or "parse" when failed
-    cached: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.reason is None
 
 
 class Asker:
