@@ -38,18 +38,21 @@ def inspect(out: Path, as_json: bool) -> None:
 @click.option("--threshold", type=float, help="Evaluate at this global threshold instead of the built labels.")
 @click.option("--thresholds", "thresholds_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Evaluate with these per-label thresholds.")
-@click.option("--tune", is_flag=True, help="Tune per-label thresholds and write eval/thresholds.yaml.")
+@click.option("--tune", is_flag=True, help="Tune per-label thresholds on a dev part, measure them on the held-out "
+                                         "rest, and write eval/thresholds.yaml.")
+@click.option("--tune-dev", type=int, help="Images in the dev part of the tuning split (default: half).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the dev / held-out split.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Report folder (default OUT/eval).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @handle_errors
 def eval_command(out: Path, reference: str | None, threshold: float | None, thresholds_file: Path | None,
-                 tune: bool, report_dir: Path | None, no_plots: bool) -> None:
+                 tune: bool, tune_dev: int | None, seed: int, report_dir: Path | None, no_plots: bool) -> None:
     """Compare OUT's labels with human labels: CP/CR/CF1, OP/OR/OF1, mAP, per class; report and plots.
 
     \b
     Example:
-      tagllm eval out/demo --tune
+      tagllm eval out/demo --tune --tune-dev 12
       tagllm relabel out/demo --thresholds out/demo/eval/thresholds.yaml
     """
     from builder.publish.card import write_card
@@ -58,12 +61,17 @@ def eval_command(out: Path, reference: str | None, threshold: float | None, thre
     if threshold is not None and thresholds_file is not None:
         raise UserError("give --threshold or --thresholds, not both")
     result = evaluate.run_eval(out, reference, threshold if threshold is not None else thresholds_file,
-                               tune=tune, report_dir=report_dir, plots=not no_plots)
+                               tune=tune, report_dir=report_dir, plots=not no_plots, tune_dev=tune_dev, seed=seed)
     o = result["overall"]
     click.echo(f"{result['images']} images vs human labels: " + "  ".join(
         f"{k} {100 * o[k]:.1f}" for k in ("CP", "CR", "CF1", "OP", "OR", "OF1", "mAP") if o.get(k) is not None))
     if "tuned" in result:
-        click.echo(f"tuned per-label thresholds: OF1 {100 * result['tuned']['OF1']:.1f} (on the same images)")
+        t = result["tuned"]
+        click.echo(f"per-label thresholds chosen on {t['dev_images']} dev images; on the {t['held_out_images']} "
+                   f"held-out images: OF1 {100 * t['held_out_as_built']['OF1']:.1f} as built -> "
+                   f"{100 * t['OF1']:.1f} tuned (dev, in-sample: {100 * t['dev']['OF1']:.1f})")
+    for line in evaluate.warnings(result):
+        click.echo(f"warning: {line}")
     click.echo("report: " + ", ".join(result["written"].values()))
     if report_dir is None:
         write_card(out)  # the card gets its evaluation section

@@ -12,7 +12,11 @@ from builder.cli.common import build_overrides, handle_errors
 @click.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--dev", "dev", type=int, default=200, show_default=True,
-              help="Calibrate on the first N source items that have human labels.")
+              help="Images the decisions are made on (the dev part).")
+@click.option("--held-out", "held_out", type=int,
+              help="Images measured but never decided on (default: as many as --dev; 0: none, in-sample only). "
+                   "The first dev + held-out labeled items are split, seeded and stratified.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the dev / held-out split.")
 @click.option("--rounds", type=int, default=2, show_default=True, help="Propose / re-check rounds.")
 @click.option("--worst", type=int, default=5, show_default=True, help="Labels revised per round.")
 @click.option("--out", "out_sheet", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -36,7 +40,7 @@ from builder.cli.common import build_overrides, handle_errors
               help="Keep the request cache here so a rerun replays answers (default: a temp folder).")
 @click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help="Override any recipe field.")
 @handle_errors
-def calibrate(recipe: Path, dev: int, rounds: int, worst: int, out_sheet: Path, engine: str | None,
+def calibrate(recipe: Path, dev: int, held_out: int | None, seed: int, rounds: int, worst: int, out_sheet: Path, engine: str | None,
               model: str | None, servers: tuple[str, ...], api: str | None, strategy: str | None,
               llm_engine: str | None, llm_model: str | None, llm_servers: tuple[str, ...], llm_api: str | None,
               no_tune: bool, min_positives: int, interactive: bool, work_dir: Path | None,
@@ -45,14 +49,14 @@ def calibrate(recipe: Path, dev: int, rounds: int, worst: int, out_sheet: Path, 
 
     \b
     Example:
-      tagllm calibrate recipes/coco2014.yaml --dev 300 --rounds 3 --out recipes/concepts/coco80.calibrated.yaml \\
+      tagllm calibrate recipes/coco2014.yaml --dev 300 --held-out 1000 --rounds 3 --out recipes/concepts/coco80.calibrated.yaml \\
           --llm-engine http --llm-server http://localhost:30000 --llm-model Qwen/Qwen2.5-72B-Instruct
-      tagllm calibrate recipes/demo.yaml --dev 25 --strategy yes-no --out /tmp/sheet.yaml --interactive
+      tagllm calibrate recipes/demo.yaml --dev 15 --held-out 10 --strategy yes-no --out /tmp/sheet.yaml --interactive
     """
-    from builder.method.calibrate import calibrate as run_calibrate
+    from builder.run.calibrate import calibrate as run_calibrate
 
     overrides = build_overrides(engine, model, servers, api, None, None, (), strategy, sets)
-    result = run_calibrate(recipe, dev=dev, rounds=rounds, out_sheet=out_sheet, overrides=overrides,
+    result = run_calibrate(recipe, dev=dev, held_out=held_out, seed=seed, rounds=rounds, out_sheet=out_sheet, overrides=overrides,
                            llm_engine=llm_engine, llm_model=llm_model, llm_servers=llm_servers, llm_api=llm_api,
                            worst=worst, tune_thresholds=not no_tune, min_positives=min_positives,
                            interactive=interactive, work_dir=work_dir, echo=click.echo)

@@ -21,7 +21,7 @@ How it answers, by constraint:
   (from `concept.confusable`) and `Does not count: ...` (from `concept.excludes`) lines produce.
   This is a model of disambiguation for testing, not a claim about how real models behave.
 - json_schema: a calibration request (one that carries a ```json block with "label" and
-  "confusions", see `builder.method.calibrate`) gets a revised concept entry that names the
+  "confusions", see `builder.method.calibration`) gets a revised concept entry that names the
   reported confusions as `confusable` and `excludes`; any other schema gets empty defaults.
 - free: the present objects named, sometimes by a synonym, sometimes with an unmappable word.
 """
@@ -216,7 +216,7 @@ class SimulatedModel:
         """Read the calibration findings out of the request; propose an entry that names the confusions.
 
         The request carries a ```json block with "label", the current "entry" and "confusions"
-        (labels seen in its place); see `builder.method.calibrate.calibration_prompt`.
+        (labels seen in its place); see `builder.method.calibration.calibration_prompt`.
         """
         match = _JSON_BLOCK.search(question)
         if not match:

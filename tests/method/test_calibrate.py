@@ -14,7 +14,8 @@ from tinydata import SMALL_VOCAB
 from builder.analysis.evaluate import evaluate
 from builder.engines.simulated import NoiseModel, SimulatedModel
 from builder.errors import UserError
-from builder.method.calibrate import Decision, calibrate, calibration_prompt, revision_request
+from builder.method.calibration import Decision, calibration_prompt, revision_request
+from builder.run.calibrate import calibrate
 from builder.prompts.constraints import Constraint
 from builder.publish import layout
 from builder.recipe.concepts import Concept, load_concept_sheet
@@ -78,7 +79,7 @@ def test_calibration_request_is_text_only_and_the_sim_answers_it(write_recipe):
 
 def test_calibrate_writes_a_sheet_whose_kept_revisions_improve_f1(yes_no_recipe, build, tmp_path):
     out = tmp_path / "calibrated.yaml"
-    result = calibrate(yes_no_recipe, dev=12, rounds=2, out_sheet=out, min_positives=2)
+    result = calibrate(yes_no_recipe, dev=12, held_out=0, rounds=2, out_sheet=out, min_positives=2)
     sheet = load_concept_sheet(out)
     sheet.check_against(load_recipe(yes_no_recipe).vocab, str(out))
     prov = sheet.provenance
@@ -113,7 +114,7 @@ def test_decide_callback_chooses_what_is_kept(yes_no_recipe, tmp_path):
         assert proposal.metrics_after is not None and proposal.diff().startswith("---")
         return Decision("accept") if proposal.label == "bus" else Decision("skip")
 
-    result = calibrate(yes_no_recipe, dev=12, rounds=1, out_sheet=tmp_path / "s.yaml", decide=decide,
+    result = calibrate(yes_no_recipe, dev=12, held_out=0, rounds=1, out_sheet=tmp_path / "s.yaml", decide=decide,
                        tune_thresholds=False)
     assert "bus" in seen and len(seen) > 1
     assert [p.label for p in result.kept] == ["bus"]
@@ -137,7 +138,7 @@ def test_interactive_session_accept_skip_edit(yes_no_recipe, tmp_path, monkeypat
 
     @click.command()
     def session() -> None:
-        result = calibrate(yes_no_recipe, dev=12, rounds=1, out_sheet=out, interactive=True, tune_thresholds=False)
+        result = calibrate(yes_no_recipe, dev=12, held_out=0, rounds=1, out_sheet=out, interactive=True, tune_thresholds=False)
         click.echo("decisions: " + json.dumps({p.label: p.decision for p in result.proposals}))
 
     # answer the first three proposals a, s, e; Enter (accept) for the rest
@@ -171,8 +172,8 @@ def test_a_rerun_with_the_same_work_folder_replays_every_answer(yes_no_recipe, t
 
     loaded = load_recipe(yes_no_recipe)
     first = engine_from_spec(loaded.recipe.engine, loaded.vocab)
-    calibrate(loaded, dev=12, rounds=2, engine=first, work_dir=tmp_path / "work")
+    calibrate(loaded, dev=12, held_out=0, rounds=2, engine=first, work_dir=tmp_path / "work")
     assert first.calls > 0
     again = engine_from_spec(loaded.recipe.engine, loaded.vocab)
-    result = calibrate(loaded, dev=12, rounds=2, engine=again, work_dir=tmp_path / "work")
+    result = calibrate(loaded, dev=12, held_out=0, rounds=2, engine=again, work_dir=tmp_path / "work")
     assert again.calls == 0 and result.kept
