@@ -35,14 +35,6 @@ from builder.analysis.metrics import (
     threshold_sweep,
     tune_thresholds,
 )
-from builder.analysis.samples import (
-    compare_images,
-    digests,
-    is_output,
-    output_samples,
-    output_vocabulary,
-    source_items,
-)
 from builder.analysis.report import (  # noqa: F401  (warnings: re-exported for the CLI)
     BINARY_NOTICE,
     CONVENTIONS,
@@ -50,6 +42,14 @@ from builder.analysis.report import (  # noqa: F401  (warnings: re-exported for 
     warnings,
     write_report,
     write_thresholds,
+)
+from builder.analysis.samples import (
+    compare_images,
+    digests,
+    is_output,
+    output_samples,
+    output_vocabulary,
+    source_items,
 )
 from builder.analysis.split import split_dev_heldout
 from builder.errors import UserError

@@ -23,6 +23,11 @@ def summary(out: Path) -> dict[str, Any]:
         f"requests/image {cost.get('requests_per_image')}; tokens/image prompt {cost.get('prompt_tokens_per_image')}"
         f" (cached {cost.get('cached_tokens_per_image')}), completion {cost.get('completion_tokens_per_image')};"
         f" cache hit rate {cost.get('cache_hit_rate')}; images/s {cost.get('images_per_second')}",
+        f"GPU-seconds/image {cost.get('gpu_seconds_per_image')} (from {cost.get('gpu_seconds_basis')}); "
+        f"replayed answers {cost.get('replayed_requests', 0)} "
+        f"({100 * (cost.get('replayed_gpu_seconds_share') or 0):.1f}% of the GPU-seconds); "
+        + (f"USD per 1,000 images {cost['usd_per_1k_images']}" if cost.get("usd_per_1k_images") is not None
+           else (cost.get("notes") or {}).get("prices", "")),
     ]
     top = list(stats.get("label_counts", {}).items())[:10]
     if top:

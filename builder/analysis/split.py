@@ -34,7 +34,7 @@ def split_dev_heldout(labels: Sequence[Sequence[str]], dev: int, held_out: int, 
     for i in order:
         if not room[0] and not room[1]:
             break
-        side = _side(labels[i], need, room, rng)
+        side = _side(labels[i], count, need, room, rng)
         parts[side].append(i)
         room[side] -= 1
         for name in set(labels[i]):
@@ -48,12 +48,18 @@ def _share(count: int, frac: float) -> float:
     return max(want, 1.0) if count >= 2 else want
 
 
-def _side(row: Sequence[str], need: list[dict[str, float]], room: list[int], rng: random.Random) -> int:
+def _side(row: Sequence[str], count: Counter[str], need: list[dict[str, float]], room: list[int],
+          rng: random.Random) -> int:
+    """The part that needs this image's rarest label more; then its labels overall; then more room."""
     if not room[0]:
         return 1
     if not room[1]:
         return 0
-    gain = [sum(need[s][name] for name in set(row)) for s in (0, 1)]
-    if gain[0] != gain[1]:
-        return 0 if gain[0] > gain[1] else 1
+    if row:
+        rarest = min(set(row), key=lambda name: (count[name], name))
+        if need[0][rarest] != need[1][rarest]:
+            return 0 if need[0][rarest] > need[1][rarest] else 1
+        gain = [sum(need[s][name] for name in set(row)) for s in (0, 1)]
+        if gain[0] != gain[1]:
+            return 0 if gain[0] > gain[1] else 1
     return rng.choice((0, 1)) if room[0] == room[1] else (0 if room[0] > room[1] else 1)

@@ -40,8 +40,8 @@ from builder.cli.common import build_overrides, handle_errors
               help="Keep the request cache here so a rerun replays answers (default: a temp folder).")
 @click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help="Override any recipe field.")
 @handle_errors
-def calibrate(recipe: Path, dev: int, held_out: int | None, seed: int, rounds: int, worst: int, out_sheet: Path, engine: str | None,
-              model: str | None, servers: tuple[str, ...], api: str | None, strategy: str | None,
+def calibrate(recipe: Path, dev: int, held_out: int | None, seed: int, rounds: int, worst: int, out_sheet: Path,
+              engine: str | None, model: str | None, servers: tuple[str, ...], api: str | None, strategy: str | None,
               llm_engine: str | None, llm_model: str | None, llm_servers: tuple[str, ...], llm_api: str | None,
               no_tune: bool, min_positives: int, interactive: bool, work_dir: Path | None,
               sets: tuple[str, ...]) -> None:
@@ -49,15 +49,18 @@ def calibrate(recipe: Path, dev: int, held_out: int | None, seed: int, rounds: i
 
     \b
     Example:
-      tagllm calibrate recipes/coco2014.yaml --dev 300 --held-out 1000 --rounds 3 --out recipes/concepts/coco80.calibrated.yaml \\
-          --llm-engine http --llm-server http://localhost:30000 --llm-model Qwen/Qwen2.5-72B-Instruct
-      tagllm calibrate recipes/demo.yaml --dev 15 --held-out 10 --strategy yes-no --out /tmp/sheet.yaml --interactive
+      tagllm calibrate recipes/coco2014.yaml --dev 300 --held-out 1000 --rounds 3 \\
+          --out recipes/concepts/coco80.calibrated.yaml --llm-engine http --llm-server http://localhost:30000 \\
+          --llm-model Qwen/Qwen2.5-72B-Instruct
+      tagllm calibrate recipes/demo.yaml --dev 15 --held-out 10 --strategy yes-no --out /tmp/sheet.yaml \\
+          --interactive
     """
     from builder.run.calibrate import calibrate as run_calibrate
 
     overrides = build_overrides(engine, model, servers, api, None, None, (), strategy, sets)
-    result = run_calibrate(recipe, dev=dev, held_out=held_out, seed=seed, rounds=rounds, out_sheet=out_sheet, overrides=overrides,
-                           llm_engine=llm_engine, llm_model=llm_model, llm_servers=llm_servers, llm_api=llm_api,
+    result = run_calibrate(recipe, dev=dev, held_out=held_out, seed=seed, rounds=rounds, out_sheet=out_sheet,
+                           overrides=overrides, llm_engine=llm_engine, llm_model=llm_model,
+                           llm_servers=llm_servers, llm_api=llm_api,
                            worst=worst, tune_thresholds=not no_tune, min_positives=min_positives,
                            interactive=interactive, work_dir=work_dir, echo=click.echo)
     click.echo(result.summary())

@@ -62,6 +62,10 @@ class Result:
     transient: bool = False  # error worth a retry (timeout, 5xx, connection)
     attempts: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set by the asker when the answer arrives and cached with it, so a replay reports the original
+    # cost: this answer's share of the time the engine was busy, times the GPUs behind it.
+    gpu_seconds: float = 0.0
+    gpus: int = 0
 
     @property
     def ok(self) -> bool:

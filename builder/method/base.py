@@ -174,12 +174,18 @@ def _raw(answer: Answer) -> dict[str, Any]:
 
 def _usage(answers: list[Answer]) -> dict[str, float]:
     usage = {"requests": len(answers), "cached": 0, "prompt_tokens": 0, "cached_tokens": 0,
-             "completion_tokens": 0, "engine_seconds": 0.0}
+             "completion_tokens": 0, "engine_seconds": 0.0, "gpu_seconds": 0.0, "replayed_gpu_seconds": 0.0,
+             "unmeasured": 0}
     for a in answers:
+        # Cached answers carry what they cost when first answered: the cost stays the labels' cost.
         usage["cached"] += int(a.cached)
+        usage["gpu_seconds"] += a.result.gpu_seconds
+        usage["replayed_gpu_seconds"] += a.result.gpu_seconds if a.cached else 0.0
+        usage["unmeasured"] += int(a.result.gpus == 0)  # cached by a version that did not record it
         usage["prompt_tokens"] += a.result.prompt_tokens
         usage["cached_tokens"] += a.result.cached_tokens
         usage["completion_tokens"] += a.result.completion_tokens
         usage["engine_seconds"] += a.result.latency
-    usage["engine_seconds"] = round(usage["engine_seconds"], 6)
+    for key in ("engine_seconds", "gpu_seconds", "replayed_gpu_seconds"):
+        usage[key] = round(usage[key], 6)
     return usage

@@ -82,6 +82,7 @@ def render_card(out: Path, template: Path | None = None) -> str:
         report = layout.read_json(report_path)
         evaluation = dict(report.get("overall", report))
         evaluation.setdefault("images", report.get("images"))
+        evaluation.update({k: report.get(k) for k in ("conventions", "tuned_on", "binary_notice", "image_check")})
     label_counts = stats.get("label_counts", {})
     ref_counts = stats.get("reference_counts", {})
     rows = [{"name": label.name, "group": vocab.group_of(label.name), "count": label_counts.get(label.name, 0),
@@ -116,8 +117,36 @@ def render_card(out: Path, template: Path | None = None) -> str:
         "load_path": loaded.recipe.hub.repo_id or str(out),
         "wds_pattern": _wds_pattern(out),
         "extra": loaded.recipe.card.extra,
+        "calibration": _calibration(loaded),
+        "thresholds_tuning": _thresholds_tuning(loaded),
     }
     return _template(template).render(**values)
+
+
+def _calibration(loaded: LoadedRecipe) -> dict[str, Any] | None:
+    """What a calibrated concept sheet says about itself: split, held-out figures, simulated or not."""
+    prov = loaded.concepts.provenance or {}
+    if "dev_metrics" not in prov:
+        return None
+    held = prov.get("held_out_metrics") or {}
+    return {"notice": prov.get("notice"), "dev": (prov.get("dev_metrics") or {}).get("images"),
+            "held_out": held.get("images"), "before": (held.get("before") or {}).get("CF1"),
+            "after": (held.get("after_tuned") or held.get("after") or {}).get("CF1"), "tool": prov.get("tool")}
+
+
+def _thresholds_tuning(loaded: LoadedRecipe) -> dict[str, Any] | None:
+    """The `tuned_on` block of the thresholds file in use (written by `tagllm eval --tune`)."""
+    import yaml
+
+    path = loaded.path(loaded.recipe.tagging.thresholds_file)
+    if path is None or not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    block = data.get("tuned_on") if isinstance(data, dict) else None
+    if not isinstance(block, dict):
+        return None
+    return {"images": block.get("images"), "held_out": block.get("held_out") or {},
+            "simulated": block.get("simulated")}
 
 
 def _wds_pattern(out: Path) -> str:

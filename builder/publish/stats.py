@@ -10,7 +10,8 @@ from typing import Any
 from builder.records import Record
 
 SUM_KEYS = ("images", "ok", "failed", "requests", "cache_hits", "sent", "retries", "prompt_tokens",
-            "cached_tokens", "completion_tokens", "engine_seconds", "wall_seconds", "unmapped")
+            "cached_tokens", "completion_tokens", "engine_seconds", "wall_seconds", "unmapped", "gpu_seconds",
+            "replayed_gpu_seconds", "unmeasured")
 COUNT_KEYS = ("failed_by_reason", "label_counts", "candidate_counts", "reference_counts", "pair_counts")
 PAIR = " + "  # how a co-occurring label pair is written as a key
 
@@ -35,7 +36,9 @@ class ShardStats:
         d["cache_hits"] += int(usage.get("cached", 0))
         for k in ("prompt_tokens", "cached_tokens", "completion_tokens"):
             d[k] += int(usage.get(k, 0))
-        d["engine_seconds"] += float(usage.get("engine_seconds", 0.0))
+        for k in ("engine_seconds", "gpu_seconds", "replayed_gpu_seconds"):
+            d[k] += float(usage.get(k, 0.0))
+        d["unmeasured"] += int(usage.get("unmeasured", 0))
         self.counters["label_counts"].update(record.labels)
         self.counters["pair_counts"].update(f"{a}{PAIR}{b}" for a, b in combinations(record.labels, 2))
         self.counters["candidate_counts"].update(record.candidates)
@@ -48,7 +51,8 @@ class ShardStats:
     def finish(self, wall_seconds: float, sent: int, retries: int, simulated: bool) -> dict[str, Any]:
         out = dict(self.data, shard=self.shard, wall_seconds=round(wall_seconds, 4), sent=sent,
                    retries=retries, simulated=simulated)
-        out["engine_seconds"] = round(out["engine_seconds"], 4)
+        for k in ("engine_seconds", "gpu_seconds", "replayed_gpu_seconds"):
+            out[k] = round(out[k], 4)
         out.update({k: dict(v) for k, v in self.counters.items()})
         return out
 
@@ -67,7 +71,7 @@ def merge(shards: Iterable[dict[str, Any]]) -> dict[str, Any]:
         for k in COUNT_KEYS:
             counters[k].update(s.get(k, {}))
         total["simulated"] = total["simulated"] or bool(s.get("simulated"))
-    for k in ("engine_seconds", "wall_seconds"):
+    for k in ("engine_seconds", "wall_seconds", "gpu_seconds", "replayed_gpu_seconds"):
         total[k] = round(total[k], 4)
     total.update({k: dict(v.most_common()) for k, v in counters.items()})
     return total

@@ -142,11 +142,11 @@ class HubSpec(Strict):
 
 
 class CostSpec(Strict):
-    gpu_price_per_hour: float = Field(
-        2.5, ge=0, description="USD per GPU-hour (default: typical cloud H100 on-demand)."
+    gpu_price_per_hour: float | None = Field(
+        None, ge=0, description="USD per GPU-hour you pay; no default (dollar figures only when set)."
     )
-    human_price_per_image: float = Field(
-        0.1, ge=0, description="USD per image for human multi-label annotation (default: crowd labeling estimate)."
+    human_price_per_image: float | None = Field(
+        None, ge=0, description="USD per image for human multi-label annotation; no default (only when set)."
     )
     gpus: int = Field(1, ge=1, description="GPUs behind the engine; GPU-seconds = wall seconds x gpus.")
 

@@ -8,6 +8,7 @@ differently; after `parse_retries` the request counts as a parse failure.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -19,8 +20,11 @@ from builder.run.cache import RequestCache, request_key
 
 
 class Asker:
-    def __init__(self, engine: Engine, cache: RequestCache | None, vocab_digest: str, parse_retries: int = 2):
+    def __init__(self, engine: Engine, cache: RequestCache | None, vocab_digest: str, parse_retries: int = 2,
+                 gpus: int = 1):
         self.engine = engine
+        self.gpus = gpus
+        self._busy = BusyClock()
         self.cache = cache
         self.vocab_digest = vocab_digest
         self.parse_retries = parse_retries
@@ -43,13 +47,16 @@ class Asker:
             todo.append(i)
         attempt = 0
         pending = {i: requests[i] for i in todo}
+        spent: Counter[int] = Counter()  # busy time of answers that did not parse and were re-asked
         while pending:
             batch = list(pending.items())
             retry: dict[int, Request] = {}
 
-            def settle(j: int, result: Result, batch=batch, retry=retry, attempt=attempt) -> None:
+            def settle(j: int, result: Result, batch=batch, retry=retry, attempt=attempt, spent=spent) -> None:
                 """Parse and cache each answer the moment it arrives."""
                 i, sent = batch[j]
+                spent[i] += self._busy.share() * self.gpus
+                result.gpu_seconds, result.gpus = round(spent[i], 6), self.gpus
                 self.counts["sent"] += result.attempts
                 self.counts["retries"] += result.attempts - 1
                 if not result.ok:
@@ -69,10 +76,35 @@ class Asker:
                     self.cache.put(keys[i], result)
                 answers[i] = Answer(requests[i], result, value)
 
-            await self.engine.generate([r for _, r in batch], on_result=settle)
+            with self._busy:
+                await self.engine.generate([r for _, r in batch], on_result=settle)
             pending = retry
             attempt += 1
         return [a for a in answers if a is not None]
+
+
+class BusyClock:
+    """Splits the time the engine is busy (at least one request out) among the answers, in arrival
+    order: each answer gets the busy time since the previous one, so the shares add up to the
+    engine's busy wall time however many requests run concurrently."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.last = 0.0
+
+    def __enter__(self) -> BusyClock:
+        if self.in_flight == 0:
+            self.last = time.perf_counter()
+        self.in_flight += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.in_flight -= 1
+
+    def share(self) -> float:
+        now = time.perf_counter()
+        share, self.last = now - self.last, now
+        return share
 
 
 def _reask(request: Request, attempt: int) -> Request:

@@ -160,7 +160,7 @@ class Builder:
             }
             _write_json(self.out / layout.MANIFEST, manifest)
             cache = RequestCache(self.out / layout.CACHE)
-            asker = Asker(engine, cache, self.loaded.vocab.digest())
+            asker = Asker(engine, cache, self.loaded.vocab.digest(), gpus=self.recipe.cost.gpus)
             reporter = Reporter(total=self.recipe.source.limit, show=self.progress, requests=asker.counts)
             try:
                 strategy = make_strategy(self.recipe.tagging.strategy, ctx, asker, engine.simulated)

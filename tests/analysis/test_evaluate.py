@@ -127,8 +127,11 @@ def test_tuning_finds_thresholds_away_from_half(tmp_path: Path) -> None:
     assert rows["a"]["f1_tuned"] > 0.95
     assert rows["c"]["f1_tuned"] >= rows["c"]["f1"]
     assert rows["b"]["threshold_tuned"] == result["best_global"]["threshold"]  # no positives: global
-    assert result["tuned"]["CF1"] > result["overall"]["CF1"]
-    # the thresholds file is one a recipe accepts, and re-thresholding with it gives the tuned figures
+    t = result["tuned"]
+    assert t["dev_images"] == 100 and t["held_out_images"] == 100 and len(t["dev_keys"]) == 100
+    assert t["CF1"] == t["held_out"]["CF1"] > t["held_out_as_built"]["CF1"]  # measured on held-out images
+    # the thresholds file is one a recipe accepts; re-thresholding with it gives the tuned figures on the
+    # images it was not tuned on, and the evaluation says which images it was tuned on
     path = Path(result["written"]["thresholds"])
     assert path == out / "eval" / "thresholds.yaml"
     loaded = recipe_from_data({"name": "x", "source": {"kind": "folder", "path": "."},
@@ -136,7 +139,8 @@ def test_tuning_finds_thresholds_away_from_half(tmp_path: Path) -> None:
                               "test", tmp_path)
     assert loaded.threshold("a") == rows["a"]["threshold_tuned"]
     again = evaluate(out, thresholds=path)
-    assert again["overall"]["OF1"] == pytest.approx(result["tuned"]["OF1"], abs=1e-4)
+    assert again["tuned_on"]["overlap"] == 100 and again["tuned_on"]["others"] == 100
+    assert again["tuned_on"]["overall_others"]["OF1"] == pytest.approx(t["OF1"], abs=1e-4)
     assert again["thresholds_used"] == "per label"
     assert evaluate(out, thresholds=0.2)["thresholds_used"] == 0.2
     with pytest.raises(UserError, match=r"\[0, 1\]"):
@@ -205,3 +209,61 @@ def test_reference_from_folder_and_other_output(tmp_path: Path) -> None:
 def test_not_an_output(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not a tagllm output"):
         evaluate(tmp_path)
+
+
+def test_reference_with_other_images_under_the_same_keys_is_warned(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from builder.analysis.report import warnings
+    from builder.dev.synthetic import png_bytes
+
+    def image(i: int, shade: int) -> bytes:
+        return png_bytes(Image.new("RGB", (8, 8), (i * 20, shade, 0)))
+
+    keys = [f"k{i}" for i in range(6)]
+    ours = write_output(tmp_path / "ours", [rec(k, ["a"], ["a"], {"a": 0.9}) for k in keys], TINY,
+                        images={k: image(i, 0) for i, k in enumerate(keys)})
+    same = write_output(tmp_path / "same", [rec(k, [], ["a"]) for k in keys], TINY,
+                        images={k: image(i, 0) for i, k in enumerate(keys)})
+    other = write_output(tmp_path / "other", [rec(k, [], ["a"]) for k in keys], TINY,
+                         images={k: image(i, 255) for i, k in enumerate(keys)})
+    assert evaluate(ours, reference=same)["image_check"]["key_matches_other_image"] == 0
+    result = run_eval(ours, reference=other, report_dir=tmp_path / "rep", plots=False)
+    assert result["image_check"]["key_matches_other_image"] == 6 and result["image_check"]["same_images"] == 0
+    assert any("different bytes" in w for w in warnings(result))
+    assert "**Warning:** 6 of 6 keys matched a reference image with different bytes" in (
+        tmp_path / "rep" / "report.md").read_text()
+
+
+def test_binary_scores_are_flagged_and_conventions_stated(tmp_path: Path) -> None:
+    records = [rec("1", ["a"], ["a"], {"a": 1.0, "c": 0.0}), rec("2", ["c"], ["a", "c"], {"c": 1.0}),
+               rec("3", [], ["c"], {"a": 0.0})]
+    result = run_eval(write_output(tmp_path / "out", records, TINY), report_dir=tmp_path / "rep", plots=False)
+    assert result["binary_scores"] and result["overall"]["mAP_from_binary_scores"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "(0/1 scores)" in md and "no logprobs" in md
+    assert "never a candidate has score 0" in md and "classes without positives are skipped" in md
+    assert not evaluate(hand_case(tmp_path / "h"))["binary_scores"]
+
+
+def test_thresholds_tuned_on_the_evaluated_images_are_called_out(build, write_recipe, tmp_path: Path) -> None:
+    """eval --tune, relabel with its file, eval again: the report and the card name the dev images and
+    give the figures without them."""
+    from builder.publish import layout
+    from builder.run.maintain import relabel
+
+    out = build(write_recipe()).out
+    tuned = run_eval(out, tune=True, tune_dev=6, plots=False)
+    assert tuned["tuned"]["dev_images"] == 6 and tuned["tuned"]["held_out_images"] == 6
+    relabel(out, thresholds_file=Path(tuned["written"]["thresholds"]))
+    again = run_eval(out, plots=False)
+    t = again["tuned_on"]
+    assert t["overlap"] == 6 and t["others"] == 6 and "thresholds file thresholds.yaml" in t["by"][0]
+    assert t["overall_others"]["OF1"] == pytest.approx(tuned["tuned"]["held_out"]["OF1"], abs=1e-4)
+    from builder.publish.card import write_card
+
+    card = write_card(out).read_text()
+    assert "Per-label thresholds tuned by `tagllm eval --tune` on 6 dev images" in card
+    assert "were tuned on 6 of these images" in card and "quote these" in card
+    assert "tuned on 6 of these images" in (out / "eval" / "report.md").read_text()
+    assert (out / layout.CARD).is_file()

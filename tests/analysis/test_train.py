@@ -11,12 +11,12 @@ import torch
 
 from builder.analysis.train import (
     AsymmetricLoss,
+    TrainConfig,
     build_model,
     compare_training,
     output_samples,
     seed_everything,
     split_samples,
-    TrainConfig,
     train,
 )
 from builder.dev.synthetic import SyntheticSet, make_synthetic, png_bytes, synthetic_vocabulary, write_output
@@ -192,3 +192,62 @@ def test_clean_labels_beat_noisy_labels(tmp_path: Path) -> None:
     cmp = compare_training([tmp_path / "runs" / f"noisy-{s}" for s in range(3)],
                            [tmp_path / "runs" / f"clean-{s}" for s in range(3)], force=True)
     assert cmp["mAP_ratio"] < 0.9 and any("reference labels" in p for p in cmp["forced"])
+
+
+def test_test_split_checked_before_training(small: tuple[SyntheticSet, Path], tmp_path: Path) -> None:
+    """Training and testing on the same images is warned about; an undecodable test image is left out
+    (named) before any epoch runs, instead of crashing after training."""
+    import shutil
+
+    from builder.analysis.train.loop import prepare
+
+    syn, out = small
+    same = prepare(TrainConfig(out=out, test=str(out)))
+    assert same.checks["overlap"]["same_images"] == 300
+    assert any("also training images" in w for w in same.warnings)
+    clean = prepare(TrainConfig(out=out, test=str(syn.test)))
+    assert clean.checks["overlap"]["same_images"] == 0 and not clean.warnings
+    broken = tmp_path / "test"
+    shutil.copytree(syn.test, broken)
+    victim = sorted(broken.glob("**/*.png"))[0]
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    checked = prepare(TrainConfig(out=out, test=str(broken)))
+    assert len(checked.test_set) == 99 and len(checked.checks["test_unreadable"]) == 1
+    assert any("do not decode" in w for w in checked.warnings)
+    result = run(out, broken, epochs=1, progress=False, run_dir=tmp_path / "run")
+    assert result["test_images"] == 99 and result["test_unreadable"][0]["key"] in checked.warnings[0]
+
+
+def _guarded_run(folder: Path, m: float, labels: str = "machine", **settings: object) -> Path:
+    folder.mkdir(parents=True)
+    data = {"mAP": m, "test": "/t", "test_digest": "T", "train_digest": "D", "vocabulary": ["x", "y"],
+            "labels": labels, "simulated": False,
+            "settings": {"backbone": "tinycnn", "epochs": 10, "seed": 0, "loss": "bce", **settings}}
+    (folder / "train.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_compare_training_refuses_incomparable_runs(tmp_path: Path) -> None:
+    m = _guarded_run(tmp_path / "m", 0.6)
+    h = _guarded_run(tmp_path / "h", 0.8, labels="reference")
+    assert compare_training(m, h)["mAP_ratio"] == 0.75
+    cases = {
+        "must be trained on reference labels": _guarded_run(tmp_path / "h-machine", 0.8),
+        "differ in epochs": _guarded_run(tmp_path / "h-epochs", 0.8, labels="reference", epochs=20),
+        "different seeds": _guarded_run(tmp_path / "h-seed", 0.8, labels="reference", seed=1),
+        "differ in backbone": _guarded_run(tmp_path / "h-arch", 0.8, labels="reference", backbone="resnet18"),
+    }
+    for reason, human in cases.items():
+        with pytest.raises(UserError, match=reason):
+            compare_training(m, human)
+        forced = compare_training(m, human, force=True)
+        assert any(reason in p for p in forced["forced"]) and "FORCED" in forced["warning"]
+    other_test = _guarded_run(tmp_path / "h-test", 0.8, labels="reference")
+    data = json.loads((other_test / "train.json").read_text())
+    (other_test / "train.json").write_text(json.dumps({**data, "test_digest": "other"}))
+    with pytest.raises(UserError, match="different splits"):
+        compare_training(m, other_test)
+    # gap closed only when the baseline is below the human arm
+    assert compare_training(m, h, _guarded_run(tmp_path / "b", 0.5))["gap_closed"] == pytest.approx(1 / 3, abs=1e-4)
+    above = compare_training(m, h, _guarded_run(tmp_path / "b2", 0.85))
+    assert above["gap_closed"] is None and "not below" in above["gap_closed_note"]

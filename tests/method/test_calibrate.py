@@ -15,12 +15,12 @@ from builder.analysis.evaluate import evaluate
 from builder.engines.simulated import NoiseModel, SimulatedModel
 from builder.errors import UserError
 from builder.method.calibration import Decision, calibration_prompt, revision_request
-from builder.run.calibrate import calibrate
 from builder.prompts.constraints import Constraint
 from builder.publish import layout
 from builder.recipe.concepts import Concept, load_concept_sheet
 from builder.recipe.model import load_recipe
 from builder.recipe.vocab import vocabulary_from_data
+from builder.run.calibrate import calibrate
 
 METRICS = {"support", "tp", "fp", "fn", "precision", "recall", "f1"}
 
@@ -177,3 +177,44 @@ def test_a_rerun_with_the_same_work_folder_replays_every_answer(yes_no_recipe, t
     again = engine_from_spec(loaded.recipe.engine, loaded.vocab)
     result = calibrate(loaded, dev=12, held_out=0, rounds=2, engine=again, work_dir=tmp_path / "work")
     assert again.calls == 0 and result.kept
+
+
+def test_decides_on_dev_and_reports_held_out(yes_no_recipe, build, tmp_path):
+    out = tmp_path / "split.yaml"
+    result = calibrate(yes_no_recipe, dev=6, held_out=6, rounds=1, out_sheet=out, min_positives=1)
+    assert result.dev.images == 6 and result.held_out.images == 6
+    prov = load_concept_sheet(out).provenance
+    assert len(prov["dev_keys"]) == 6 and prov["split"] == {**prov["split"], "dev": 6, "held_out": 6, "seed": 0}
+    assert prov["held_out_metrics"]["images"] == 6 and set(prov["held_out_metrics"]["before"]) >= {"CF1", "OF1"}
+    assert "held_out_metrics" in prov["note"]
+    for p in result.proposals:  # every decision was made on the dev images only
+        assert p.dev_size == 6
+    lines = result.summary().splitlines()
+    header = next(line for line in lines if "dev (6 images)" in line)
+    assert "held-out (6 images)" in header and "quote the held-out figures" in result.summary()
+    with pytest.raises(UserError, match="leaves none to hold out"):
+        calibrate(yes_no_recipe, dev=12, held_out=5, rounds=1)
+    # a build with the sheet: its card says the sheet was calibrated, with the simulated engine
+    built = build(yes_no_recipe, ["tagging.concept_sheet=" + str(out), f"output.dir={tmp_path / 'with-sheet'}"])
+    card = (built.out / layout.CARD).read_text()
+    assert "calibrated by `tagllm calibrate` on 6 dev images; on 6 held-out images CF1" in card
+    assert "Concept sheet calibrated with the simulated engine" in card
+    # its evaluation leaves the calibration's dev images out of the figures to quote
+    ev = evaluate(built.out)
+    assert ev["tuned_on"]["overlap"] == 6 and ev["tuned_on"]["by"] == ["concept sheet (tagllm calibrate)"]
+
+
+def test_calibrate_command_on_a_synthetic_set(tmp_path):
+    """The issue's replay: a synthetic set, dev 60 of 240, dev and held-out printed side by side."""
+    from builder.cli import main
+    from builder.dev.synthetic import make_synthetic
+
+    syn = make_synthetic(tmp_path / "syn", n=240, n_test=10, seed=0)
+    run = CliRunner().invoke(main, ["calibrate", str(syn.recipe), "--dev", "60", "--held-out", "180",
+                                    "--out", str(tmp_path / "sheet.yaml")])
+    assert run.exit_code == 0, run.output
+    header = next(line for line in run.output.splitlines() if "dev (60 images)" in line)
+    assert "held-out (180 images)" in header
+    rows = {line.split()[0]: line for line in run.output.splitlines() if line.strip().startswith(("before", "after"))}
+    assert rows["before"].count("CF1") == 2 and rows["after"].count("CF1") == 2
+    assert "SIMULATED" in run.output

@@ -33,7 +33,8 @@ class TrainConfig(BaseModel):
     image_size: int | None = Field(None, ge=8, description="Input size (default 64 for tinycnn, 224 otherwise).")
     device: str | None = Field(None, description="auto (None), cpu, cuda or cuda:N.")
     workers: int = Field(0, ge=0, description="DataLoader worker processes.")
-    run_dir: Path | None = Field(None, description="Where train.json goes (default OUT/train/<labels>-<backbone>-s<seed>).")
+    run_dir: Path | None = Field(None, description="Where train.json goes "
+                                                   "(default OUT/train/<labels>-<backbone>-s<seed>).")
     checkpoint_dir: Path | None = Field(None, description="Checkpoints (default run_dir/checkpoints).")
     keep_checkpoints: int = Field(2, ge=1)
     resume: bool = Field(False, description="Continue an interrupted run from its latest checkpoint.")
@@ -46,7 +47,8 @@ class TrainConfig(BaseModel):
 
     @property
     def run(self) -> Path:
-        return Path(self.run_dir) if self.run_dir else Path(self.out) / "train" / f"{self.labels}-{self.backbone}-s{self.seed}"
+        name = f"{self.labels}-{self.backbone}-s{self.seed}"
+        return Path(self.run_dir) if self.run_dir else Path(self.out) / "train" / name
 
     @property
     def checkpoints(self) -> Path:
