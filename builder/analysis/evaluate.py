@@ -115,7 +115,7 @@ def tuned_on(out: Path, recipe: dict[str, Any], thresholds: Any = None) -> dict[
         data = read_yaml(path) if path.is_file() else None
         block = data.get("tuned_on") if isinstance(data, dict) else None
         if isinstance(block, dict) and block.get("keys"):
-            found.append((f"thresholds file {path.name} ({block.get('tool', 'tagllm eval --tune')})", block["keys"]))
+            found.append((f"thresholds file {path.name} from {block.get('tool', 'tagllm eval --tune')}", block["keys"]))
     sheet = out / layout.CONCEPTS
     if thresholds is None and sheet.is_file():
         prov = (read_yaml(sheet) or {}).get("provenance") or {}
