@@ -1,9 +1,12 @@
-# The two commands a new user runs: `make demo` and `make test`. Everything is installed here.
+# The two commands a new user runs: `make demo` and `make test`.
+# `make demo` installs only what the demo needs (no torch, no CUDA libraries); `make test` installs everything.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(HASH)
+DEMO_STAMP := $(VENV)/.demo-$(HASH)
 OUT ?= out/demo
 MODEL ?=
 
@@ -18,9 +21,15 @@ $(STAMP): pyproject.toml | $(PY)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+# the simulated-engine demo: the core package plus evaluation (scikit-learn, matplotlib)
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[eval]'
+	rm -f $(VENV)/.demo-*
+	touch $(DEMO_STAMP)
+
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/tagllm build recipes/demo.yaml --out $(OUT) --overwrite
 	$(VENV)/bin/tagllm eval $(OUT)
 	$(VENV)/bin/tagllm inspect $(OUT)
@@ -38,7 +47,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) tests/benchmarks/run_all.py
 
-# On a GPU machine with `pip install 'tagllm[sglang]'`: make gpu-smoke MODEL=Qwen/Qwen2.5-VL-3B-Instruct
+# On a GPU machine with `pip install -e '.[sglang]'`: make gpu-smoke MODEL=Qwen/Qwen2.5-VL-3B-Instruct
 gpu-smoke: $(STAMP)
 	@test -n "$(MODEL)" || (echo "usage: make gpu-smoke MODEL=<model id or dir>"; exit 2)
 	$(PIP) install -q -e '.[sglang]'

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -72,7 +73,7 @@ def prepare_image(data: bytes | None, max_pixels: int, limit_pixels: int, qualit
     except ImageProblem:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageProblem("decode", f"cannot decode image: {exc}") from exc
+        raise ImageProblem("decode", f"cannot decode image: {_plain(exc)}") from exc
     width, height = img.size
     if as_is:  # already what an engine wants: skip the re-encode
         return Prepared(data, width, height)
@@ -84,6 +85,14 @@ def prepare_image(data: bytes | None, max_pixels: int, limit_pixels: int, qualit
     return Prepared(buffer.getvalue(), width, height)
 
 
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _plain(exc: Exception) -> str:
+    """The message without object reprs (memory addresses differ per run; details must not)."""
+    return _OBJECT_REPR.sub("the data", str(exc)) or type(exc).__name__
+
+
 def sniff_extension(data: bytes) -> str | None:
     """The real format of encoded bytes ('jpg', 'png', ...), or None when not an image."""
     try:
@@ -91,7 +100,7 @@ def sniff_extension(data: bytes) -> str | None:
             fmt = (img.format or "").lower()
     except Exception:
         return None
-    return {"jpeg": "jpg", "tiff": "tif"}.get(fmt, fmt) or None
+    return {"jpeg": "jpg", "mpo": "jpg", "tiff": "tif"}.get(fmt, fmt) or None
 
 
 @lru_cache(maxsize=512)

@@ -69,6 +69,17 @@ class Record:
             "simulated": self.simulated,
         }
 
+    def to_sample_json(self) -> dict[str, Any]:
+        """The record as stored beside the image in a WebDataset shard: every field keeps one shape
+        across samples (scores as a list aligned with `candidates`), so loaders that infer a schema
+        from the first samples (datasets' webdataset builder) lose nothing."""
+        data = self.to_json()
+        data["scores"] = [self.scores.get(name, 0.0) for name in self.candidates]
+        return data
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
+        data = dict(data)
+        if isinstance(data.get("scores"), list):  # the WebDataset form: aligned with candidates
+            data["scores"] = dict(zip(data.get("candidates") or [], data["scores"]))
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

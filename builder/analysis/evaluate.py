@@ -167,7 +167,7 @@ def evaluate(out_dir: str | Path, reference: str | Path | None = None,
     has_scores = bool(scores.any())
     result = _metrics(truth, pred, scores, vocab, has_scores)
     result.update({
-        "output": str(out),
+        "output": out.name,  # published with the data: no local path
         "reference": str(reference) if reference is not None else "records",
         "simulated": simulated,
         "notice": SIMULATED_NOTICE if simulated else None,

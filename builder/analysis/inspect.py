@@ -29,6 +29,10 @@ def summary(out: Path) -> dict[str, Any]:
         + (f"USD per 1,000 images {cost['usd_per_1k_images']}" if cost.get("usd_per_1k_images") is not None
            else (cost.get("notes") or {}).get("prices", "")),
     ]
+    if stats.get("failed"):
+        from builder.publish.failures import failure_lines
+
+        lines += failure_lines(out)
     top = list(stats.get("label_counts", {}).items())[:10]
     if top:
         lines.append("labels: " + ", ".join(f"{k} {v}" for k, v in top))

@@ -90,7 +90,7 @@ def _tar_records(path: Path) -> Iterator[tuple[Record, tarfile.TarInfo | None]]:
             if "json" not in parts:
                 continue
             record = Record.from_json(json.loads(tar.extractfile(parts["json"]).read()))  # type: ignore[union-attr]
-            yield record, parts.get(record.ext or "bin")
+            yield record, parts.get("jpg") or parts.get(record.ext or "bin")  # one image member name
 
 
 def output_samples(out: Path, vocab: Vocabulary, labels: str) -> tuple[list[Sample], dict[str, int]]:

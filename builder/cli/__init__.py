@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from builder import __version__
-from builder.cli import analyze, build, calibrate, dev, publish, recipe, train
+from builder.cli import analyze, author, build, calibrate, dev, publish, recipe, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -16,8 +16,11 @@ def main() -> None:
 
 for command in (build.build, build.relabel, build.retry_failed, calibrate.calibrate, analyze.inspect,
                 analyze.eval_command, analyze.compare, train.train, train.compare_training_command,
-                publish.push, publish.card, dev.serve_sim, dev.dev, recipe.recipe):
+                publish.push, publish.card, dev.serve_sim, dev.dev, recipe.recipe, author.vocab, author.concepts,
+                author.init):
     main.add_command(command)
+
+recipe.recipe.add_command(author.init)  # also `tagllm recipe init`
 
 if __name__ == "__main__":
     main()

@@ -57,8 +57,20 @@ def print_summary(result: Any) -> None:
     reasons = ", ".join(f"{k} {v}" for k, v in s.get("failed_by_reason", {}).items()) or "none"
     click.echo(f"output: {result.out}")
     click.echo(f"images {s['images']}: ok {s['ok']}, failed {s['failed']} ({reasons})")
+    if s.get("failed"):
+        from builder.publish.failures import failure_lines
+
+        for line in failure_lines(result.out):
+            click.echo(line)
+    rerun = getattr(result, "rerun", None)
+    if rerun:
+        click.echo(f"items: {rerun['new']} new, {rerun['kept']} kept from the earlier build, "
+                   f"{rerun['redone']} failed before and tagged again")
     click.echo(f"requests/image {cost.get('requests_per_image')}, sent this run {result.sent}, "
                f"shards {result.shards} ({result.skipped_shards} kept from an earlier run)")
+    for note in getattr(result, "notes", None) or []:
+        if note:
+            click.echo(note)
     top = list(s.get("label_counts", {}).items())[:8]
     if top:
         click.echo("most frequent labels: " + ", ".join(f"{k} {v}" for k, v in top))

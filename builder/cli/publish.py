@@ -19,7 +19,7 @@ def push(out: Path, repo_id: str, private: bool, allow_simulated: bool) -> None:
     """Upload OUT (data, card, recipe, concept sheet) to the Hub dataset REPO_ID.
 
     \b
-    The token comes from HF_TOKEN or `huggingface-cli login`.
+    The token comes from HF_TOKEN or `hf auth login`. The card's snippets are rewritten to load REPO_ID.
     Example:
       tagllm push out/coco2014 my-org/coco2014-tagllm --private
     """

@@ -18,22 +18,27 @@ def recipe() -> None:
 @recipe.command("check")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help="Override any recipe field.")
+@click.option("--no-source", is_flag=True, help="Do not open the source (e.g. before its data is downloaded).")
 @handle_errors
-def recipe_check(file: Path, sets: tuple[str, ...]) -> None:
-    """Validate FILE (and the vocabulary and concept sheet it names) without running anything.
+def recipe_check(file: Path, sets: tuple[str, ...], no_source: bool) -> None:
+    """Validate FILE, its vocabulary, concept sheet and templates; open the source's first items and check
+    the engine settings (server URLs, API-key variable, packages, model) without sending any request.
 
     \b
     Example:
-      tagllm recipe check recipes/coco2014.yaml
+      tagllm recipe check recipes/demo.yaml
+      tagllm recipe check recipes/coco2014.yaml --no-source   # before downloading COCO
     """
-    from builder.method import TaggingContext
     from builder.recipe.model import load_recipe
+    from builder.run.preflight import check_recipe
 
     loaded = load_recipe(file, list(sets))
-    TaggingContext(loaded)  # templates parse
+    notes = check_recipe(loaded, open_source=not no_source)
     v = loaded.vocab
     click.echo(f"{file}: ok ({v.name}: {len(v.names)} labels in {len(v.groups)} groups; "
                f"strategy {loaded.recipe.tagging.strategy}; engine {loaded.recipe.engine.kind})")
+    for note in notes:
+        click.echo(f"  {note}")
 
 
 @recipe.command("schema")

@@ -48,11 +48,15 @@ def engine_from_spec(spec: Any, vocab: Any, kind: str | None = None) -> Engine:
         from builder.engines.simulated import NoiseModel
 
         sim = spec.simulation.model_dump()
+        sim.pop("allow_unlabeled", None)  # read by the build's preflight, not by the noise model
         extra = {k: sim.pop(k) for k in ("latency", "crash_every")}
         return create_engine(kind, vocab=vocab, noise=NoiseModel(**sim), **extra, **spec.args, **common)
     if kind == "http":
         return create_engine(kind, servers=list(spec.servers), api=spec.api, api_key_env=spec.api_key_env,
                              vocab=vocab, **spec.args, **common)
+    from builder.engines.preflight import check_engine
+
+    check_engine(kind, spec.model)  # GPU, packages, weights: seconds, not minutes of retries
     args = dict(spec.args)
     if kind == "sglang":
         args.setdefault("max_pixels", spec.max_pixels)

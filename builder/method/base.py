@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from builder.engines.base import Request, Result
-from builder.images import ImageProblem, prepare_image
+from builder.images import ImageProblem, prepare_image, sniff_extension
 from builder.method.answers import Answer, Ask
 from builder.prompts.constraints import Constraint, ParseError, parse_subset, parse_yesno
 from builder.prompts.render import Template, chat
@@ -121,7 +121,8 @@ class Strategy(ABC):
         self.simulated = simulated
 
     async def tag(self, item: Item) -> Record:
-        record = Record(key=item.key, status="ok", reference=item.reference, source=item.ref, ext=item.ext,
+        ext = (sniff_extension(item.image) or item.ext) if item.image else item.ext  # the real format
+        record = Record(key=item.key, status="ok", reference=item.reference, source=item.ref, ext=ext,
                         simulated=self.simulated)
         if item.error:
             return _fail(record, item.error, item.detail or item.error)

@@ -17,6 +17,8 @@ from builder.publish.stats import top_pairs
 from builder.recipe.model import LoadedRecipe, load_recipe
 
 TEMPLATE = "dataset_card.md.j2"
+PROJECT_URL = "https://github.com/tagllm/tagllm"
+HUB_URL = "https://huggingface.co"
 
 
 def size_category(n: int) -> str:
@@ -66,7 +68,8 @@ def _template(path: Path | None) -> jinja2.Template:
     return env.from_string(text)
 
 
-def render_card(out: Path, template: Path | None = None) -> str:
+def render_card(out: Path, template: Path | None = None, repo_id: str | None = None) -> str:
+    """The card; its load snippets name `repo_id` when given (pushed), else the card's own folder."""
     out = layout.require_output(out)
     loaded = load_recipe(out / layout.RECIPE)
     stats = layout.read_json(out / layout.STATS) if (out / layout.STATS).is_file() else {}
@@ -114,8 +117,12 @@ def render_card(out: Path, template: Path | None = None) -> str:
         "evaluation": evaluation,
         "pct": lambda v: f"{100 * v:.1f}" if isinstance(v, (int, float)) else "n/a",
         "cost": stats.get("cost", {}),
-        "load_path": loaded.recipe.hub.repo_id or str(out),
-        "wds_pattern": _wds_pattern(out),
+        "repo_id": repo_id,
+        "load_path": repo_id or ".",
+        "wds_pattern": (f"{HUB_URL}/datasets/{repo_id}/resolve/main/" if repo_id else "") + _wds_pattern(out),
+        "wds_files": f"hf://datasets/{repo_id}/webdataset/*.tar" if repo_id else "webdataset/*.tar",
+        "install": f"pip install 'tagllm{_extra(manifest)} @ git+{PROJECT_URL}'",
+        "project_url": PROJECT_URL,
         "extra": loaded.recipe.card.extra,
         "calibration": _calibration(loaded),
         "thresholds_tuning": _thresholds_tuning(loaded),
@@ -149,6 +156,11 @@ def _thresholds_tuning(loaded: LoadedRecipe) -> dict[str, Any] | None:
             "simulated": block.get("simulated")}
 
 
+def _extra(manifest: dict[str, Any]) -> str:
+    engine = (manifest.get("engine") or {}).get("engine")
+    return {"sglang": "[sglang]", "transformers": "[hf]"}.get(engine, "")
+
+
 def _wds_pattern(out: Path) -> str:
     shards = layout.completed_shards(out)
     if not shards:
@@ -157,7 +169,7 @@ def _wds_pattern(out: Path) -> str:
     return f"webdataset/shard-{{00000..{last}}}.tar" if len(shards) > 1 else "webdataset/shard-00000.tar"
 
 
-def write_card(out: Path, template: Path | None = None) -> Path:
+def write_card(out: Path, template: Path | None = None, repo_id: str | None = None) -> Path:
     path = Path(out) / layout.CARD
-    path.write_text(render_card(Path(out), template), encoding="utf-8")
+    path.write_text(render_card(Path(out), template, repo_id), encoding="utf-8")
     return path

@@ -70,4 +70,4 @@ def load_concept_sheet(path: str | Path) -> ConceptSheet:
     try:
         return ConceptSheet.model_validate(data)
     except ValidationError as exc:
-        raise UserError(format_validation_error(str(path), exc)) from exc
+        raise UserError(format_validation_error(str(path), exc, ConceptSheet)) from exc

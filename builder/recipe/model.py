@@ -9,8 +9,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -58,6 +60,10 @@ class SimulationSpec(Strict):
     )
     latency: float = Field(0.0, ge=0, description="Seconds each simulated request takes.")
     crash_every: int = Field(0, ge=0, description="Die after this many requests (tests engine restarts); 0 = never.")
+    allow_unlabeled: bool = Field(
+        False, description="Run on a source without human labels: every answer is then empty (0 labels per "
+                           "image). Only for pipeline tests; without it such a build is refused.",
+    )
 
 
 class EngineSpec(Strict):
@@ -239,22 +245,34 @@ class LoadedRecipe:
         return self.thresholds.get(label, self.recipe.tagging.threshold)
 
     def resolved(self) -> dict[str, Any]:
-        """The recipe as saved next to the data: inline vocabulary, absolute paths, no secrets.
+        """The recipe with the vocabulary inline and existing paths absolute (for identity, not for publishing).
 
         API keys are never in a recipe: only the name of the variable that holds one.
         """
         data = self.recipe.model_dump(mode="json")
         data["vocabulary"] = self.vocab.model_dump(mode="json")
-        for section, keys in (("source", ("path", "annotations")),
-                              ("tagging", ("stage1_template", "stage2_template", "thresholds_file"))):
-            for key in keys:
-                p = self.path(data[section].get(key))
-                if p is not None and p.exists():
-                    data[section][key] = str(p.resolve())
+        for section, key in PATH_FIELDS:
+            p = self.path(data[section].get(key))
+            if p is not None and p.exists():
+                data[section][key] = str(p.resolve())
         return data
 
-    def digest(self) -> str:
-        """Hash of everything that changes the labels (not output location or card text)."""
+    def portable(self, folder: Path) -> dict[str, Any]:
+        """The recipe as saved into a dataset `folder`: paths relative to that folder, URL credentials removed.
+
+        Everything in it may be published: no absolute local paths, no user:password@ in server URLs.
+        """
+        data = self.resolved()
+        for section, key in PATH_FIELDS:
+            value = data[section].get(key)
+            if value and Path(value).is_absolute():
+                data[section][key] = os.path.relpath(value, Path(folder).resolve())
+        data["engine"]["servers"] = [redact_url(u) for u in data["engine"]["servers"]]
+        data["output"]["dir"] = f"out/{self.recipe.name}"
+        return data
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the labels (not output location, card text, limit or concurrency)."""
         data = self.resolved()
         for k in ("output", "card", "hub", "cost"):
             data.pop(k, None)
@@ -264,7 +282,35 @@ class LoadedRecipe:
         data["engine"].pop("servers", None)
         data["concepts"] = self.concepts.digest()
         data["thresholds"] = self.thresholds
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return data
+
+    def digest(self) -> str:
+        """Hash of `identity()`: a rerun into the same folder must have the same one."""
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+PATH_FIELDS = (("source", "path"), ("source", "annotations"), ("tagging", "stage1_template"),
+               ("tagging", "stage2_template"), ("tagging", "thresholds_file"))
+
+
+def redact_url(url: str) -> str:
+    """http://user:secret@host:port/x -> http://host:port/x (credentials never leave the machine)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the fields that differ between two nested dicts (lists compared whole)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".") or "(recipe)"]
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], origin: str = "--set") -> dict[str, Any]:
@@ -301,7 +347,7 @@ def recipe_from_data(data: Any, origin: str, base_dir: Path) -> LoadedRecipe:
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise UserError(format_validation_error(origin, exc)) from exc
+        raise UserError(format_validation_error(origin, exc, Recipe)) from exc
     return LoadedRecipe(recipe, base_dir, origin)
 
 

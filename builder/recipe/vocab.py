@@ -6,6 +6,7 @@ ClassLabel feature both follow it, so the same file always gives the same ids.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -121,37 +122,100 @@ def normalize_word(word: str) -> str:
     return " ".join(text.split())
 
 
-def format_validation_error(origin: str, err: ValidationError) -> str:
-    """One line naming the file and the first offending field."""
-    first = err.errors()[0]
+def format_validation_error(origin: str, err: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line naming the file and the first offending field.
+
+    An unknown field comes first (a misspelled name also makes the real one 'missing'), with the
+    closest valid name when `model` is given.
+    """
+    errors = err.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown field"
+        guess = closest_field(model, first["loc"]) if model is not None else None
+        if guess:
+            msg += f" (did you mean {guess!r}?)"
     elif first["type"] == "missing":
         msg = "required field is missing"
-    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{origin}: {loc}: {msg}{more}"
 
 
+def closest_field(model: type[BaseModel], loc: tuple) -> str | None:
+    """The valid field name nearest to the unknown last part of `loc` (walks nested models)."""
+    for part in loc[:-1]:
+        if isinstance(part, int):  # a list index: the list's item model is already chosen
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        inner = _model_of(field.annotation)
+        if inner is None:
+            return None
+        model = inner
+    match = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last silently)."""
+
+
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def read_yaml(path: Path) -> Any:
+    """Parse a YAML file; bad encoding, bad syntax and duplicate keys become one-line UserErrors."""
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise UserError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from exc
 
 
+VOCAB_HINT = ("a vocabulary is a mapping with 'groups', each a name and its labels "
+              "(see README 'Vocabulary'); `tagllm vocab init LABELS.txt` makes one from a list of labels")
+
+
 def vocabulary_from_data(data: Any, origin: str) -> Vocabulary:
     if not isinstance(data, dict):
-        raise UserError(f"{origin}: a vocabulary must be a mapping with 'groups'")
+        raise UserError(f"{origin}: {VOCAB_HINT}")
+    if "groups" not in data and "labels" in data:
+        raise UserError(f"{origin}: labels must sit inside groups: {VOCAB_HINT}")
     try:
         return Vocabulary.model_validate(data)
     except ValidationError as exc:
-        raise UserError(format_validation_error(origin, exc)) from exc
+        raise UserError(format_validation_error(origin, exc, Vocabulary)) from exc
 
 
 def load_vocabulary(path: str | Path) -> Vocabulary:

@@ -36,6 +36,7 @@ from builder.recipe.model import LoadedRecipe
 from builder.records import Item, Record
 from builder.run.asker import Asker
 from builder.run.cache import RequestCache
+from builder.run import preflight
 from builder.run.progress import Reporter
 from builder.sources import open_source
 
@@ -49,6 +50,8 @@ class BuildResult:
     sent: int = 0
     simulated: bool = False
     engine: dict[str, Any] = field(default_factory=dict)
+    rerun: dict[str, int] | None = None  # new / kept / redone, when the folder held an earlier build
+    notes: list[str | None] = field(default_factory=list)  # what else happened (shown in the summary)
 
 
 def choose_engine_kind(kind: str) -> str:
@@ -66,7 +69,8 @@ def choose_engine_kind(kind: str) -> str:
     )
 
 
-def _check_out(out: Path, digest: str, overwrite: bool, adopt: bool = False) -> dict[str, Any] | None:
+def _check_out(out: Path, digest: str, overwrite: bool, adopt: bool = False,
+               loaded: LoadedRecipe | None = None) -> dict[str, Any] | None:
     """Check the output folder (read only); return the manifest of an earlier run to resume, or None."""
     manifest_path = out / layout.MANIFEST
     if manifest_path.is_file():
@@ -74,10 +78,10 @@ def _check_out(out: Path, digest: str, overwrite: bool, adopt: bool = False) -> 
         if overwrite:
             return None
         if manifest.get("recipe_digest") != digest and not adopt:
-            raise RunError(
-                f"{out}: was built from a different recipe (digest {manifest.get('recipe_digest')} != {digest}); "
-                "pass --overwrite to start over or choose another --out"
-            )
+            if loaded is not None:
+                raise preflight.recipe_change(out, loaded, loaded.recipe.output.samples_per_shard)
+            raise RunError(f"{out}: was built from a different recipe; pass --overwrite to start over "
+                           "or choose another --out")
         return manifest
     if out.exists() and any(out.iterdir()):
         raise RunError(f"{out}: exists, is not empty and is not a tagllm output; choose another --out")
@@ -92,11 +96,10 @@ def _write_json(path: Path, data: Any) -> None:
 
 def save_recipe(loaded: LoadedRecipe, out: Path) -> None:
     """The resolved recipe beside the data, so `tagllm build OUT/recipe.yaml` re-runs it from anywhere."""
-    data = loaded.resolved()
+    data = loaded.portable(out)
     if data["tagging"].get("concept_sheet"):
         loaded.concepts.save(out / layout.CONCEPTS)
         data["tagging"]["concept_sheet"] = layout.CONCEPTS
-    data["output"]["dir"] = str(out.resolve())
     (out / layout.RECIPE).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
@@ -115,6 +118,8 @@ class Builder:
         self.window = window
         self._checked: tuple | None = None
         self.adopt = adopt  # continue an output made by another recipe digest (relabel, retry-failed)
+        self._rewritten: set[int] = set()  # finished shards tagged again (the source changed there)
+        self._tagged = 0  # records written this run
 
     def _engine_for_run(self) -> Engine:
         if self._engine is not None:
@@ -132,14 +137,27 @@ class Builder:
             ctx = TaggingContext(self.loaded)
             engine = self._engine_for_run()
             source = open_source(self.recipe.source, self.loaded.vocab, self.loaded.base_dir)
-            earlier = _check_out(self.out, digest, self.overwrite, self.adopt)
+            earlier = _check_out(self.out, digest, self.overwrite, self.adopt, self.loaded)
+            first = preflight.peek(source)
+            if engine.simulated and not self.adopt and not self.recipe.engine.simulation.allow_unlabeled:
+                preflight.refuse_simulation_without_labels(first, self.recipe.source.path)
             self._checked = (ctx, engine, source, digest, earlier)
         return self._checked[1]
 
     def run(self) -> BuildResult:
         """Check everything, start the engine, then write; input errors leave nothing behind."""
         self.check()
-        return asyncio.run(self._main(*self._checked))
+        fresh = self.overwrite or not (self.out / layout.MANIFEST).is_file()
+        before = {} if fresh else preflight.earlier_status(self.out)
+        try:
+            result = asyncio.run(self._main(*self._checked))
+        except UserError:
+            if fresh and self._tagged == 0 and self.out.exists():
+                shutil.rmtree(self.out)  # an input error before any item was tagged: leave no folder
+            raise
+        if before:
+            result.rerun = preflight.rerun_counts(self.out, before, self._rewritten)
+        return result
 
     async def _main(self, ctx: TaggingContext, engine: Engine, source: Any, digest: str,
                     earlier: dict[str, Any] | None) -> BuildResult:
@@ -161,10 +179,14 @@ class Builder:
             _write_json(self.out / layout.MANIFEST, manifest)
             cache = RequestCache(self.out / layout.CACHE)
             asker = Asker(engine, cache, self.loaded.vocab.digest(), gpus=self.recipe.cost.gpus)
-            reporter = Reporter(total=self.recipe.source.limit, show=self.progress, requests=asker.counts)
+            reporter = Reporter(total=source.total(), show=self.progress, requests=asker.counts)
             try:
                 strategy = make_strategy(self.recipe.tagging.strategy, ctx, asker, engine.simulated)
-                shards, skipped = await self._shards(source, strategy, asker, reporter, engine)
+                try:
+                    shards, skipped = await self._shards(source, strategy, asker, reporter, engine)
+                except BaseException:  # Ctrl-C, an error: stop tagging before the cache closes under it
+                    await _cancel_other_tasks()
+                    raise
             finally:
                 reporter.close()
                 cache.close()
@@ -188,17 +210,23 @@ class Builder:
         while True:
             chunk = islice(items, per_shard)
             if shard in done:
-                n = sum(1 for _ in chunk)
-                if n == 0:
+                keys = [item.key for item in chunk]
+                if not keys:
                     break
-                reporter.skip(n)
-                skipped += 1
+                if keys == preflight.shard_keys(self.out, shard):
+                    reporter.skip(len(keys))
+                    skipped += 1
+                else:  # the source has more (or other) items here than last time: tag the shard again
+                    self._rewritten.add(shard)
+                    redo = islice(iter(source), shard * per_shard, shard * per_shard + len(keys))
+                    await self._shard(shard, redo, strategy, asker, writers, reporter, engine)
             else:
                 first = next(chunk, None)
                 if first is None:
                     break
                 await self._shard(shard, _chain(first, chunk), strategy, asker, writers, reporter, engine)
             shard += 1
+        preflight.drop_shards_from(self.out, shard)
         for w in writers:
             w.finalize(list(range(shard)))
         return shard, skipped
@@ -217,6 +245,7 @@ class Builder:
             for w in writers:
                 w.write(record, item.image)
             stats.add(record)
+            self._tagged += 1
             reporter.record(record.status, record.error, int(record.usage.get("cached", 0)))
 
         for item in items:
@@ -241,13 +270,22 @@ def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any]
     shard_stats = [layout.read_json(layout.shard_stats_path(out, s)) for s in layout.completed_shards(out)]
     stats = merge(shard_stats)
     c = loaded.recipe.cost
-    stats["cost"] = cost_report(stats, c.gpu_price_per_hour, c.human_price_per_image, c.gpus)
+    stats["cost"] = cost_report(stats, c.gpu_price_per_hour, c.human_price_per_image, c.gpus,
+                                labels=len(loaded.vocab.names))
     if engine_info is None and (out / layout.MANIFEST).is_file():
         engine_info = layout.read_json(out / layout.MANIFEST).get("engine")
     stats["engine"] = engine_info or {}
     _write_json(out / layout.STATS, stats)
     write_card(out)
     return stats
+
+
+async def _cancel_other_tasks() -> None:
+    """Cancel and await every other task of this loop (pending tag tasks), quietly."""
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 def _chain(first: Item, rest: Iterator[Item]) -> Iterator[Item]:

@@ -27,6 +27,34 @@ def _rebuild(out: Path, overrides: list[str], engine=None, progress: bool = Fals
     return builder.run()
 
 
+def refresh_evaluation(out: Path) -> str | None:
+    """Labels changed: recompute OUT/eval/report.json (same reference: the records) or retire it.
+
+    A report made against another reference or other thresholds cannot be redone here, so it is
+    renamed `report.stale.json` and the card loses its evaluation section. Returns what was done.
+    """
+    from builder.publish.card import write_card
+
+    report = out / "eval" / "report.json"
+    if not report.is_file():
+        return None
+    old = layout.read_json(report)
+    done = None
+    if old.get("reference") == "records" and old.get("thresholds_used") == "labels as built":
+        try:
+            from builder.analysis.evaluate import run_eval
+
+            run_eval(out)
+            done = "evaluation recomputed for the new labels (eval/)"
+        except (ImportError, UserError):
+            done = None
+    if done is None:
+        report.replace(report.with_name("report.stale.json"))
+        done = "evaluation retired (eval/report.stale.json): rerun `tagllm eval` for the new labels"
+    write_card(out)
+    return done
+
+
 def relabel(out: Path, threshold: float | None = None, thresholds_file: Path | None = None,
             progress: bool = False) -> BuildResult:
     """New thresholds over the cached scores; every shard rewritten, zero engine calls."""
@@ -46,6 +74,7 @@ def relabel(out: Path, threshold: float | None = None, thresholds_file: Path | N
     result = _rebuild(out, overrides, engine=ReplayEngine(identity), progress=progress)
     if result.stats.get("failed_by_reason", {}).get("engine"):
         raise UserError(f"{out}: some answers were not in the cache; run `tagllm build` on it to finish")
+    result.notes.append(refresh_evaluation(out))
     return result
 
 
@@ -58,4 +87,6 @@ def retry_failed(out: Path, overrides: list[str] | None = None, progress: bool =
     """Re-run the shards holding failed records; their ok records come back from the cache."""
     out = layout.require_output(Path(out))
     _reopen(out, failed_shards(out))
-    return _rebuild(out, list(overrides or []), progress=progress)
+    result = _rebuild(out, list(overrides or []), progress=progress)
+    result.notes.append(refresh_evaluation(out))
+    return result

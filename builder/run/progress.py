@@ -1,4 +1,5 @@
-"""Live progress on stderr: images/s, ok, failed by reason, cached answers."""
+"""Live progress on stderr: done/total and time left (when the source knows its size), images/s, ok,
+failed by reason, cached answers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import time
 from collections import Counter
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
 
 class Reporter:
@@ -26,7 +28,8 @@ class Reporter:
                 TextColumn("{task.fields[rate]:.1f} img/s  ok {task.fields[ok]}  failed {task.fields[failed]}"
                            "{task.fields[reasons]}  sent {task.fields[sent]}  retried {task.fields[retried]}"
                            "  cached {task.fields[cached]}"),
-                TimeElapsedColumn(), console=Console(stderr=True), transient=False,
+                TimeElapsedColumn(), *([TextColumn("left"), TimeRemainingColumn()] if total else []),
+                console=Console(stderr=True), transient=False,
             )
             self._task = self._progress.add_task(label, total=total, rate=0.0, ok=0, failed=0, reasons="",
                                                  sent=0, retried=0, cached=0)

@@ -50,6 +50,18 @@ class Source(ABC):
                 return
             yield item
 
+    def size(self) -> int | None:
+        """How many items the source holds before `limit`, when known cheaply (for progress); else None."""
+        return None
+
+    def total(self) -> int | None:
+        """Items this run will read: size capped by limit (None when neither is known)."""
+        size = self.size()
+        limit = self.spec.limit
+        if size is None:
+            return None
+        return min(size, limit) if limit is not None else size
+
     @abstractmethod
     def _items(self) -> Iterator[Item]:
         """Yield every item of the source in a stable order."""
@@ -71,7 +83,8 @@ class Source(ABC):
                 name = mapped
             resolved = name if name in vocab_names else self.vocab.resolve(name)
             if resolved is None:
-                raise ValueError(f"{where}: label {name!r} is not in the vocabulary (add it to source.label_map)")
+                raise ValueError(f"{where}: label {name!r} is not in the vocabulary "
+                                 "(add it to the vocabulary, as a synonym, or to source.label_map)")
             out.add(resolved)
         return [n for n in vocab_names if n in out]
 

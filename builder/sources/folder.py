@@ -66,16 +66,21 @@ def unique_keys(rels: list[str]) -> dict[str, str]:
     return keys
 
 
-def read_image_file(path: Path) -> tuple[bytes | None, str | None, str]:
-    """(bytes, error, detail): a failed read becomes an error reason instead of an exception."""
+def read_image_file(path: Path, shown: str | None = None) -> tuple[bytes | None, str | None, str]:
+    """(bytes, error, detail): a failed read becomes an error reason instead of an exception.
+
+    `shown` is how the detail names the file (a path relative to the source, so published
+    indexes hold no local absolute paths).
+    """
+    name = shown if shown is not None else str(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return None, "missing", f"file not found: {path}"
+        return None, "missing", f"file not found: {name}"
     except OSError as exc:
-        return None, "missing", f"cannot read {path}: {exc.strerror or exc}"
+        return None, "missing", f"cannot read {name}: {exc.strerror or type(exc).__name__}"
     if not data:
-        return None, "empty", f"zero bytes: {path}"
+        return None, "empty", f"zero bytes: {name}"
     return data, None, ""
 
 
@@ -128,6 +133,13 @@ class FolderSource(Source):
         out["metadata"] = str(self.metadata_path) if self.metadata_path else None
         return out
 
+    def size(self) -> int | None:
+        """Images listed plus metadata rows naming files not found (each is one item)."""
+        rels = set(list_images(self.root))
+        if self.metadata_path:
+            rels |= set(self._read_metadata())
+        return len(rels)
+
     def _items(self) -> Iterator[Item]:
         rows = self._read_metadata() if self.metadata_path else None
         rels = list_images(self.root)
@@ -148,7 +160,7 @@ class FolderSource(Source):
                 reference = self.map_labels(self._row_labels(rows[rel]), f"{self.metadata_path.name}: {rel}")
             except ValueError as exc:
                 error, detail = "source", str(exc)
-        image, read_error, read_detail = read_image_file(self.root / rel)
+        image, read_error, read_detail = read_image_file(self.root / rel, rel)
         if read_error and (error is None or read_error == "missing"):
             error, detail = read_error, read_detail
         return Item(key=key, image=image, ext=ext, ref=ref, reference=reference, error=error, detail=detail)

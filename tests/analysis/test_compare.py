@@ -73,7 +73,8 @@ def test_markdown_json_and_rich(runs):
 
 def test_runs_without_human_labels_still_compare(build, write_recipe, tmp_path, photo_folder):
     (photo_folder / "metadata.jsonl").unlink()
-    out = build(write_recipe(output={"dir": str(tmp_path / "nolabels"), "samples_per_shard": 5})).out
+    out = build(write_recipe(output={"dir": str(tmp_path / "nolabels"), "samples_per_shard": 5},
+                             engine={"kind": "simulated", "simulation": {"allow_unlabeled": True}})).out
     (row,) = compare([out])
     assert row["CF1"] is None and row["candidate_recall"] is None and "metrics_note" in row
     assert row["requests_per_image"] > 0

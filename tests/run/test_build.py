@@ -55,7 +55,8 @@ def test_webdataset_shards_read_back(built, photo_folder):
         assert sample["jpg"] == original  # stored untouched, not re-encoded
         Image.open(io.BytesIO(sample["jpg"])).load()
         assert set(record["labels"]) <= set(record["candidates"])
-        assert all(0.0 <= s <= 1.0 for s in record["scores"].values())
+        assert len(record["scores"]) == len(record["candidates"])  # aligned list: one shape for every sample
+        assert all(0.0 <= s <= 1.0 for s in record["scores"])
         assert record["simulated"] is True
 
 
@@ -167,7 +168,7 @@ def test_unknown_recipe_field_fails_with_one_line(write_recipe, tmp_path):
     result = CliRunner().invoke(main, ["build", str(recipe)])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert lines == [f"error: {recipe}: engine.concurency: unknown field"]
+    assert lines == [f"error: {recipe}: engine.concurency: unknown field (did you mean 'concurrency'?)"]
     assert not (tmp_path / "out").exists()
 
 
