@@ -65,7 +65,7 @@ def print_summary(result: Any) -> None:
     rerun = getattr(result, "rerun", None)
     if rerun:
         click.echo(f"items: {rerun['new']} new, {rerun['kept']} kept from the earlier build, "
-                   f"{rerun['redone']} failed before and tagged again")
+                   f"{rerun['redone']} failed before and tried again")
     click.echo(f"requests/image {cost.get('requests_per_image')}, sent this run {result.sent}, "
                f"shards {result.shards} ({result.skipped_shards} kept from an earlier run)")
     for note in getattr(result, "notes", None) or []:

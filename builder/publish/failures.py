@@ -61,8 +61,7 @@ def failure_lines(out: Path, limit: int = 6) -> list[str]:
     lines = []
     for row in failure_summary(out)[:limit]:
         if row["example_key"]:
-            lines.append(f"  {row['reason']} {row['count']}: {row['pattern']} — e.g. {row['example_key']}: "
-                         f"{row['example'][:160]}")
+            lines.append(f"  {row['reason']} {row['count']}, e.g. {row['example_key']}: {row['example'][:200]}")
         else:
             lines.append(f"  {row['reason']}: {row['pattern']}: {row['example']}")
     return lines

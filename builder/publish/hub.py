@@ -45,6 +45,7 @@ def push(out: Path, repo_id: str, private: bool = True, allow_simulated: bool = 
                                  allow_patterns=UPLOAD, ignore_patterns=NEVER,
                                  commit_message=f"tagllm: {manifest.get('name', 'dataset')}")
     except Exception as exc:  # network, auth, permissions: one line, no token
+        write_card(out)  # nothing was published: the local card points at its own folder again
         raise RunError(f"push to {repo_id} failed: {push_problem(exc)}") from exc
     return str(getattr(info, "commit_url", info))
 

@@ -204,7 +204,7 @@ def read_yaml(path: Path) -> Any:
 
 
 VOCAB_HINT = ("a vocabulary is a mapping with 'groups', each a name and its labels "
-              "(see README 'Vocabulary'); `tagllm vocab init LABELS.txt` makes one from a list of labels")
+              "(README: 'Your own photos and labels'); `tagllm vocab init LABELS.txt` makes one from a list of labels")
 
 
 def vocabulary_from_data(data: Any, origin: str) -> Vocabulary:

@@ -49,6 +49,15 @@ class HFSource(Source):
         out.update(split=self.spec.split, config=self.spec.config)
         return out
 
+    def size(self) -> int | None:
+        """Rows of the split when it is on disk (not streaming): the progress bar gets a total."""
+        if self.spec.streaming:
+            return None
+        try:
+            return len(self._load())
+        except TypeError:
+            return None
+
     def _load(self) -> Any:
         import datasets
 

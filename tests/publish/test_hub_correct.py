@@ -90,6 +90,7 @@ def test_push_without_token_or_network_says_which(build, write_recipe, monkeypat
 
     with pytest.raises(RunError, match="cannot reach the Hub"):
         push(out, "me/tags", allow_simulated=True, api=Offline())
+    assert 'load_dataset(".", split="train")' in (out / layout.CARD).read_text()  # not pushed: local card
     help_text = CliRunner().invoke(main, ["push", "--help"]).output
     assert "hf auth login" in help_text and "huggingface-cli" not in help_text
 
