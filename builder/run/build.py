@@ -34,9 +34,9 @@ from builder.publish.stats import ShardStats, merge
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
 from builder.records import Item, Record
+from builder.run import preflight
 from builder.run.asker import Asker
 from builder.run.cache import RequestCache
-from builder.run import preflight
 from builder.run.progress import Reporter
 from builder.sources import open_source
 

@@ -201,3 +201,28 @@ def test_recipe_check_opens_source_and_checks_engine_settings(write_recipe, monk
     for args, expected in cases:
         code, out = cli("recipe", "check", str(recipe), *args)
         assert code == 2 and expected in out, (args, out)
+
+
+def test_progress_shows_time_left_only_with_a_total(monkeypatch):
+    from rich.progress import TimeRemainingColumn
+
+    from builder.run.progress import Reporter
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    for total, expected in ((12, True), (None, False)):
+        reporter = Reporter(total=total, show=True)
+        try:
+            assert any(isinstance(c, TimeRemainingColumn) for c in reporter._progress.columns) is expected
+        finally:
+            reporter.close()
+
+
+def test_missing_engine_package_is_one_line():
+    import importlib.util
+
+    from builder.engines.preflight import check_packages
+
+    if importlib.util.find_spec("sglang") is not None:
+        pytest.skip("sglang is installed here")
+    with pytest.raises(UserError, match=r"engine 'sglang' needs sglang: pip install -e '.\[sglang\]'"):
+        check_packages("sglang")

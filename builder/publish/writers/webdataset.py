@@ -20,7 +20,6 @@ from builder.publish import layout
 from builder.publish.writers.base import Writer
 from builder.records import Record
 
-
 IMAGE_MEMBER = "jpg"
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\.]")
 
