@@ -17,16 +17,19 @@ def _engine_options(fn):
     fn = click.option("--server", "servers", multiple=True, help="http engine: server URL.")(fn)
     fn = click.option("--api", type=click.Choice(["http-sglang", "openai", "vllm"]), default="openai",
                       show_default=True, help="http engine protocol.")(fn)
+    fn = click.option("--engine-from", "engine_from", type=click.Path(dir_okay=False, path_type=Path),
+                      help="Use the engine section of this recipe (instead of --engine/--model/--server).")(fn)
     return fn
 
 
-def _engine(kind: str | None, model: str | None, servers: tuple[str, ...], api: str, vocab):
-    if kind is None:
+def _engine(kind: str | None, model: str | None, servers: tuple[str, ...], api: str, vocab,
+            engine_from: Path | None = None):
+    """The engine to draft with (from options or a recipe's engine section); None for no model."""
+    if kind is None and engine_from is None:
         return None
-    from builder.engines.registry import engine_from_spec
-    from builder.recipe.model import EngineSpec
+    from builder.method.authoring import drafting_engine
 
-    return engine_from_spec(EngineSpec(kind=kind, model=model, servers=list(servers), api=api), vocab)
+    return drafting_engine(vocab, engine_from, kind=kind, model=model, servers=list(servers), api=api)
 
 
 def _write(out: Path, text: str, force: bool) -> None:
@@ -54,7 +57,7 @@ def vocab() -> None:
 @_engine_options
 @handle_errors
 def vocab_init(labels: Path, out: Path, name: str | None, force: bool, engine: str | None, model: str | None,
-               servers: tuple[str, ...], api: str) -> None:
+               servers: tuple[str, ...], api: str, engine_from: Path | None) -> None:
     """Turn LABELS (one label per line; a line 'name:' opens a group) into a grouped vocabulary.
 
     \b
@@ -65,16 +68,16 @@ def vocab_init(labels: Path, out: Path, name: str | None, force: bool, engine: s
     from builder.recipe.authoring import draft_vocabulary, vocabulary_review, vocabulary_yaml
 
     plain, draft = draft_vocabulary(labels, name)
-    if engine:
+    drafter = _engine(engine, model, servers, api, plain, engine_from)
+    if drafter is not None:
         from builder.method.authoring import propose_vocabulary
         from builder.recipe.authoring import read_label_list
 
-        proposed = propose_vocabulary(_engine(engine, model, servers, api, plain), read_label_list(labels),
-                                      plain.name)
+        proposed = propose_vocabulary(drafter, read_label_list(labels), plain.name)
         if proposed is None:
             click.echo("the model's answer was not usable; writing the plain draft", err=True)
         else:
-            how = f"the model ({engine} {model or ''})".replace(" )", ")")
+            how = f"the model ({drafter.name} {drafter.model or ''})".replace(" )", ")")
             draft = type(draft)(vocabulary_yaml(proposed, labels.name, how), vocabulary_review(proposed, how))
     _write(out, draft.text, force)
     _report(out, draft.review)
@@ -93,7 +96,7 @@ def concepts() -> None:
 @_engine_options
 @handle_errors
 def concepts_init(vocabulary: Path, out: Path, force: bool, engine: str | None, model: str | None,
-                  servers: tuple[str, ...], api: str) -> None:
+                  servers: tuple[str, ...], api: str, engine_from: Path | None) -> None:
     """Write a starter concept sheet for VOCABULARY (one entry per label) to review and calibrate.
 
     \b
@@ -105,10 +108,11 @@ def concepts_init(vocabulary: Path, out: Path, force: bool, engine: str | None, 
 
     vocab_obj = load_vocabulary(vocabulary)
     sheet, how = starter_concepts(vocab_obj), "tagllm from the vocabulary (no model)"
-    if engine:
+    drafter = _engine(engine, model, servers, api, vocab_obj, engine_from)
+    if drafter is not None:
         from builder.method.authoring import propose_concepts
 
-        sheet, answered = propose_concepts(_engine(engine, model, servers, api, vocab_obj), vocab_obj, sheet)
+        sheet, answered = propose_concepts(drafter, vocab_obj, sheet)
         how = f"the model for {answered} of {len(vocab_obj.names)} labels, the vocabulary for the rest"
     _write(out, concepts_yaml(sheet, vocabulary.name), force)
     _report(out, concepts_review(sheet, how))

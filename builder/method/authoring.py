@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from builder.engines.base import Engine, Request
+from builder.engines.registry import engine_from_spec
+from builder.errors import UserError
 from builder.prompts.constraints import Constraint
 from builder.recipe.authoring import group_labels
 from builder.recipe.concepts import Concept, ConceptSheet
-from builder.recipe.vocab import Group, Label, Vocabulary
+from builder.recipe.model import EngineSpec
+from builder.recipe.vocab import Group, Label, Vocabulary, format_validation_error, read_yaml
 
 SYSTEM = "You design label vocabularies for image annotation. Answer with JSON only."
 
@@ -46,6 +52,23 @@ CONCEPTS_SCHEMA: dict[str, Any] = {
         "required": ["label", "description", "includes", "excludes", "confusable"]}}},
     "required": ["concepts"],
 }
+
+
+def drafting_engine(vocab: Vocabulary, recipe: Path | None = None, **options: Any) -> Engine:
+    """An engine that can write text: from a recipe's `engine` section, or from options (kind, model, ...)."""
+    if recipe is not None:
+        data = read_yaml(recipe)
+        if not isinstance(data, dict):
+            raise UserError(f"{recipe}: a recipe must be a YAML mapping")
+        try:
+            spec = EngineSpec.model_validate(data.get("engine") or {})
+        except ValidationError as exc:
+            raise UserError(format_validation_error(f"{recipe}: engine", exc, EngineSpec)) from exc
+    else:
+        spec = EngineSpec(**{k: v for k, v in options.items() if v is not None})
+    if spec.kind in ("auto", "simulated"):
+        raise UserError(f"engine {spec.kind!r} cannot draft text: choose http, sglang or transformers")
+    return engine_from_spec(spec, vocab)
 
 
 def _request(prompt: str, schema: dict[str, Any], tag: str, max_tokens: int) -> Request:

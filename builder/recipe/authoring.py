@@ -95,8 +95,17 @@ def vocabulary_yaml(vocab: Vocabulary, source: str, proposed_by: str) -> str:
               "# Groups: one stage-1 question per group and image; the group name appears in that question.\n"
               "# Labels: name (stored in the dataset), description (shown in the yes/no check), synonyms.\n"
               "# Label order here is the order of label ids in the dataset. Review, then reference it from a recipe.\n")
-    data = vocab.model_dump(mode="json")
-    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+    lines = [f"name: {_flow(vocab.name)}", f"version: {_flow(vocab.version)}", "groups:"]
+    for group in vocab.groups:
+        lines += [f"  - name: {_flow(group.name)}", "    labels:"]
+        lines += [f"      - {_flow(label.model_dump(mode='json'))}" for label in group.labels]
+    return header + "\n".join(lines) + "\n"
+
+
+def _flow(value: object) -> str:
+    """One-line YAML (a label per line, as in recipes/vocab/coco80.yaml)."""
+    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10_000, sort_keys=False)
+    return text.strip().removesuffix("\n...").strip()
 
 
 def draft_vocabulary(path: Path, name: str | None = None) -> tuple[Vocabulary, Draft]:

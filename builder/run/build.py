@@ -170,7 +170,7 @@ class Builder:
             manifest = {
                 "tagllm_version": __version__, "recipe_digest": digest, "name": self.recipe.name,
                 "status": "running", "started": (earlier or {}).get("started") or _now(),
-                "engine": engine.describe(), "simulated": engine.simulated,
+                "engine": preflight.portable_engine(engine.describe()), "simulated": engine.simulated,
                 "strategy": self.recipe.tagging.strategy, "formats": self.recipe.output.formats,
                 "samples_per_shard": self.recipe.output.samples_per_shard,
                 "vocabulary": {"name": self.loaded.vocab.name, "digest": self.loaded.vocab.digest()},
@@ -192,7 +192,7 @@ class Builder:
                 cache.close()
         finally:
             await engine.close()
-        stats = finalize_output(self.out, self.loaded, engine.describe())
+        stats = finalize_output(self.out, self.loaded, preflight.portable_engine(engine.describe()))
         manifest.update(status="complete", finished=_now(), shards=shards)
         _write_json(self.out / layout.MANIFEST, manifest)
         return BuildResult(self.out, stats, shards, skipped, asker.counts["sent"], engine.simulated,

@@ -131,3 +131,11 @@ def check_recipe(loaded: LoadedRecipe, open_source: bool = True) -> list[str]:
         except UserError as exc:
             notes.append(f"warning: not runnable on this machine: {exc}")
     return notes
+
+
+def portable_engine(info: dict[str, Any]) -> dict[str, Any]:
+    """Engine description for published files: a local model folder is named, not located."""
+    model = info.get("model")
+    if isinstance(model, str) and Path(model).expanduser().is_absolute():
+        return {**info, "model": Path(model).name, "model_source": "local folder"}
+    return info

@@ -136,3 +136,16 @@ def test_duplicate_keys_and_non_utf8_are_one_line_exit_2(tmp_path, content, expe
     path.write_bytes(content)
     code, out = run("recipe", "check", str(path), cwd=tmp_path)
     assert code == 2 and len(out.strip().splitlines()) == 1 and expected in out
+
+
+def test_engine_from_a_recipe_section_and_refusals(tmp_path, write_recipe):
+    from builder.method.authoring import drafting_engine
+
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    code, out = run("vocab", "init", "labels.txt", "--out", "draft.yaml", "--engine-from", str(write_recipe()),
+                    cwd=tmp_path)
+    assert code == 2 and "engine 'simulated' cannot draft text" in out
+    assert not (tmp_path / "draft.yaml").exists()  # the refused run wrote nothing
+    recipe = write_recipe(engine={"kind": "http", "servers": ["http://127.0.0.1:9"], "model": "m"})
+    engine = drafting_engine(load_recipe(recipe).vocab, recipe)
+    assert engine.name == "http" and engine.model == "m"
