@@ -226,3 +226,39 @@ def test_missing_engine_package_is_one_line():
         pytest.skip("sglang is installed here")
     with pytest.raises(UserError, match=r"engine 'sglang' needs sglang: pip install -e '.\[sglang\]'"):
         check_packages("sglang")
+
+
+BLOCKED = ("torch", "torchvision", "torchaudio", "triton", "nvidia", "transformers", "timm", "xgrammar", "sglang")
+
+
+def site_without_torch(tmp_path: Path) -> Path:
+    """A folder that links every installed package except torch and what needs it (a slim install)."""
+    import importlib.util
+
+    site = Path(importlib.util.find_spec("datasets").origin).parents[1]
+    slim = tmp_path / "site"
+    slim.mkdir()
+    for entry in site.iterdir():
+        if not entry.name.lower().startswith(BLOCKED) and not entry.name.endswith(".pth"):
+            (slim / entry.name).symlink_to(entry)
+    return slim
+
+
+def test_demo_needs_no_torch(tmp_path):
+    """`make demo` installs the core package plus the eval extra: the demo must build and evaluate without torch."""
+    import tomllib
+
+    repo = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    slim = project["dependencies"] + project["optional-dependencies"]["eval"]
+    assert not [d for d in slim if d.split("=")[0].split(">")[0].split("<")[0] in ("torch", "torchvision")]
+    assert "$(PIP) install -q -e '.[eval]'" in (repo / "Makefile").read_text()
+    code = ("import sys; sys.path[:0] = [sys.argv.pop(1), sys.argv.pop(1)]; from builder.cli import main; "
+            "sys.argv[0] = 'tagllm'; main()")
+    out = tmp_path / "demo"
+    for args in (["build", str(repo / "recipes" / "demo.yaml"), "--out", str(out), "--no-progress"],
+                 ["eval", str(out)]):
+        done = subprocess.run([sys.executable, "-S", "-c", code, str(site_without_torch(tmp_path) if args[0] == "build"
+                               else tmp_path / "site"), str(repo), *args], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "eval" / "report.json").is_file()
