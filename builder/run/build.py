@@ -118,7 +118,7 @@ class Builder:
         self.window = window
         self._checked: tuple | None = None
         self.adopt = adopt  # continue an output made by another recipe digest (relabel, retry-failed)
-        self._rewritten: set[int] = set()  # finished shards tagged again (the source changed there)
+        self._rewritten: set[int] = set()  # shards tagged this run (not kept as they were)
         self._tagged = 0  # records written this run
 
     def _engine_for_run(self) -> Engine:
@@ -224,6 +224,7 @@ class Builder:
                 first = next(chunk, None)
                 if first is None:
                     break
+                self._rewritten.add(shard)
                 await self._shard(shard, _chain(first, chunk), strategy, asker, writers, reporter, engine)
             shard += 1
         preflight.drop_shards_from(self.out, shard)

@@ -63,10 +63,11 @@ def shard_keys(out: Path, shard: int) -> list[str]:
 
 
 def earlier_status(out: Path) -> dict[str, str]:
-    """key -> status of every record of the finished shards (before this run touches them)."""
+    """key -> status of every record an earlier run wrote (index files are renamed only when complete,
+    and stay when `retry-failed` reopens their shard)."""
     found: dict[str, str] = {}
-    for shard in layout.completed_shards(out):
-        path = layout.index_path(out, shard)
+    folder = out / layout.INDEX_DIR
+    for path in sorted(folder.glob("shard-*.parquet")) if folder.is_dir() else []:
         if path.is_file():
             table = pq.read_table(path, columns=["key", "status"])
             found.update(zip(table.column("key").to_pylist(), table.column("status").to_pylist()))
@@ -74,8 +75,8 @@ def earlier_status(out: Path) -> dict[str, str]:
 
 
 def rerun_counts(out: Path, before: dict[str, str], rewritten: set[int]) -> dict[str, int]:
-    """new: keys not in the earlier build; kept: earlier records reused (shard kept, or answers replayed
-    from the cache); redone: earlier failed records tagged again."""
+    """new: keys not in the earlier build; kept: earlier ok records (shard kept, or answers replayed from
+    the cache); redone: earlier failed records in shards tagged again this run."""
     counts: Counter[str] = Counter()
     for shard in layout.completed_shards(out):
         for key in shard_keys(out, shard):

@@ -262,3 +262,13 @@ def test_demo_needs_no_torch(tmp_path):
                                else tmp_path / "site"), str(repo), *args], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "eval" / "report.json").is_file()
+
+
+def test_retry_failed_counts_failed_items_as_redone(build, write_recipe, photo_folder):
+    from builder.run.maintain import retry_failed
+
+    (photo_folder / "img03.jpg").write_bytes(b"")  # fails as 'empty'
+    out = build(write_recipe()).out
+    (photo_folder / "img03.jpg").write_bytes(jpeg(3))
+    result = retry_failed(out)
+    assert result.stats["failed"] == 0 and result.rerun == {"new": 0, "kept": 11, "redone": 1}
