@@ -110,7 +110,7 @@ def tuned_on(out: Path, recipe: dict[str, Any], thresholds: Any = None) -> dict[
     if isinstance(thresholds, (str, Path)):
         sources.append(Path(thresholds))
     elif thresholds is None and (recipe.get("tagging") or {}).get("thresholds_file"):
-        sources.append(Path(recipe["tagging"]["thresholds_file"]))
+        sources.append(out / recipe["tagging"]["thresholds_file"])  # relative to the saved recipe, in OUT
     for path in sources:
         data = read_yaml(path) if path.is_file() else None
         block = data.get("tuned_on") if isinstance(data, dict) else None

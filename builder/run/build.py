@@ -271,8 +271,7 @@ def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any]
     shard_stats = [layout.read_json(layout.shard_stats_path(out, s)) for s in layout.completed_shards(out)]
     stats = merge(shard_stats)
     c = loaded.recipe.cost
-    stats["cost"] = cost_report(stats, c.gpu_price_per_hour, c.human_price_per_image, c.gpus,
-                                labels=len(loaded.vocab.names))
+    stats["cost"] = cost_report(stats, c.gpu_price_per_hour, c.human_price_per_image, c.gpus)
     if engine_info is None and (out / layout.MANIFEST).is_file():
         engine_info = layout.read_json(out / layout.MANIFEST).get("engine")
     stats["engine"] = engine_info or {}

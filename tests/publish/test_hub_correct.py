@@ -56,7 +56,7 @@ def test_card_snippets_and_notes(build, write_recipe, monkeypatch):
     card = (out / layout.CARD).read_text()
     assert 'load_dataset(".", split="train")' in card and 'wds.WebDataset("webdataset/shard-' in card
     assert "pip install tagllm\n" not in card and "@ git+https://github.com/tagllm/tagllm" in card
-    assert "--gpu-price" not in card and "--human-price" not in card and "This vocabulary has 7 labels" in card
+    assert "--gpu-price" not in card and "--human-price" not in card and "80-label" not in card
     stats = json.loads((out / layout.STATS).read_text())
     assert "--gpu-price" not in json.dumps(stats) and "80-label vocabulary" not in json.dumps(stats)
 
