@@ -10,7 +10,7 @@ DEMO_STAMP := $(VENV)/.demo-$(HASH)
 OUT ?= out/demo
 MODEL ?=
 
-.PHONY: demo test test-slow lint bench gpu-smoke install clean
+.PHONY: demo test test-slow test-ray lint bench gpu-smoke install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,10 +41,16 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(VENV)/bin/pytest -q -m slow
 
+# Ray runner on a private local cluster (2 CPUs, 200 MB object store): equality, worker kill, driver kill
+test-ray: $(STAMP)
+	$(PIP) install -q -e '.[ray]' 'sglang-router==0.3.2'
+	$(VENV)/bin/pytest -q -m slow tests/run/test_ray.py tests/run/test_router_affinity.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check builder tests
 
 bench: $(STAMP)
+	$(PIP) install -q -e '.[ray]'
 	$(PY) tests/benchmarks/run_all.py
 
 # On a GPU machine with `pip install -e '.[sglang]'`: make gpu-smoke MODEL=Qwen/Qwen2.5-VL-3B-Instruct

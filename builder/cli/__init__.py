@@ -14,7 +14,7 @@ def main() -> None:
     """Build multi-label image datasets labeled by multimodal LLMs (the TagLLM method)."""
 
 
-for command in (build.build, build.relabel, build.retry_failed, calibrate.calibrate, analyze.inspect,
+for command in (build.build, build.finalize, build.relabel, build.retry_failed, calibrate.calibrate, analyze.inspect,
                 analyze.eval_command, analyze.compare, train.train, train.compare_training_command,
                 publish.push, publish.card, dev.serve_sim, dev.dev, recipe.recipe, author.vocab, author.concepts,
                 author.init):

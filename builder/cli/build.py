@@ -24,26 +24,52 @@ from builder.cli.common import SIM_BANNER, build_overrides, handle_errors, print
 @click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help="Override any recipe field.")
 @click.option("--overwrite", is_flag=True, help="Delete an earlier build in the output folder and start over.")
 @click.option("--no-progress", is_flag=True, help="No live progress bar.")
+@click.option("--runner", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process; ray: shard workers on a Ray cluster (tagllm[ray]).")
+@click.option("--address", help="--runner ray: cluster address (e.g. ray://head:10001 or auto); default a local one.")
+@click.option("--workers", type=int, help="--runner ray: shard workers (default: one per GPU / server).")
+@click.option("--part", metavar="I/N", help="Array jobs: tag only shards k with k % N == I; then `tagllm finalize`.")
 @handle_errors
 def build(recipe: Path, engine: str | None, model: str | None, servers: tuple[str, ...], api: str | None,
           strategy: str | None, limit: int | None, out: str | None, formats: tuple[str, ...],
-          sets: tuple[str, ...], overwrite: bool, no_progress: bool) -> None:
+          sets: tuple[str, ...], overwrite: bool, no_progress: bool, runner: str, address: str | None,
+          workers: int | None, part: str | None) -> None:
     """Build a labeled dataset from RECIPE; rerun the same command to resume.
 
     \b
     Example:
       tagllm build recipes/coco2014.yaml --engine sglang --model Qwen/Qwen2.5-VL-7B-Instruct
       tagllm build recipes/demo.yaml --limit 10 --out out/try --set tagging.threshold=0.6
+      tagllm build recipes/coco2014.yaml --runner ray --address auto --workers 8
+      tagllm build recipes/coco2014.yaml --part $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
     """
     from builder.recipe.model import load_recipe
-    from builder.run.build import Builder
+    from builder.run.runners import make_builder
 
     loaded = load_recipe(recipe, build_overrides(engine, model, servers, api, limit, out, formats, strategy, sets))
-    builder = Builder(loaded, Path(loaded.recipe.output.dir), overwrite=overwrite, progress=not no_progress)
+    builder = make_builder(loaded, Path(loaded.recipe.output.dir), runner, part, address, workers,
+                           overwrite=overwrite, progress=not no_progress)
     if builder.check().simulated:
         click.echo(SIM_BANNER, err=True)
     result = builder.run()
+    if part:
+        click.echo(f"part {part} done; when every part is done: tagllm finalize {loaded.recipe.output.dir}")
     print_summary(result)
+
+
+@click.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@handle_errors
+def finalize(out: Path) -> None:
+    """After `build --part I/N` jobs: check every shard is complete, then write stats and the card.
+
+    \b
+    Example:
+      tagllm finalize out/coco2014
+    """
+    from builder.run.parts import finalize as run_finalize
+
+    print_summary(run_finalize(out))
 
 
 @click.command()

@@ -12,12 +12,9 @@ import asyncio
 import datetime as dt
 import importlib.util
 import json
+import os
 import shutil
-import time
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +27,16 @@ from builder.engines.registry import engine_from_spec
 from builder.errors import RunError, UserError
 from builder.method import TaggingContext, make_strategy
 from builder.publish import layout
-from builder.publish.stats import ShardStats, merge
+from builder.publish.stats import merge
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
-from builder.records import Item, Record
+from builder.records import Record
 from builder.run import preflight
 from builder.run.asker import Asker
-from builder.run.cache import RequestCache
+from builder.run.caches import merge_caches, open_cache
 from builder.run.progress import Reporter
+from builder.run.shards import WriterSink, plan_shards, remove_leftovers
+from builder.run.walk import walk_shards
 from builder.sources import open_source
 
 
@@ -89,7 +88,7 @@ def _check_out(out: Path, digest: str, overwrite: bool, adopt: bool = False,
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parts may write the manifest at once
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str), encoding="utf-8")
     tmp.replace(path)
 
@@ -120,6 +119,8 @@ class Builder:
         self.adopt = adopt  # continue an output made by another recipe digest (relabel, retry-failed)
         self._rewritten: set[int] = set()  # shards tagged this run (not kept as they were)
         self._tagged = 0  # records written this run
+        self.part: tuple[int, int] | None = None  # (I, N): tag only shards k with k % N == I
+        self.cache_name: str | None = None  # a worker's own cache file under OUT/caches/
 
     def _engine_for_run(self) -> Engine:
         if self._engine is not None:
@@ -163,21 +164,8 @@ class Builder:
                     earlier: dict[str, Any] | None) -> BuildResult:
         await engine.start()
         try:
-            if self.overwrite and self.out.exists():
-                shutil.rmtree(self.out)
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_recipe(self.loaded, self.out)
-            manifest = {
-                "tagllm_version": __version__, "recipe_digest": digest, "name": self.recipe.name,
-                "status": "running", "started": (earlier or {}).get("started") or _now(),
-                "engine": preflight.portable_engine(engine.describe()), "simulated": engine.simulated,
-                "strategy": self.recipe.tagging.strategy, "formats": self.recipe.output.formats,
-                "samples_per_shard": self.recipe.output.samples_per_shard,
-                "vocabulary": {"name": self.loaded.vocab.name, "digest": self.loaded.vocab.digest()},
-                "concepts_digest": self.loaded.concepts.digest(),
-            }
-            _write_json(self.out / layout.MANIFEST, manifest)
-            cache = RequestCache(self.out / layout.CACHE)
+            manifest = self._prepare_out(engine, digest, earlier)
+            cache = open_cache(self.out, self.cache_name)
             asker = Asker(engine, cache, self.loaded.vocab.digest(), gpus=self.recipe.cost.gpus)
             reporter = Reporter(total=source.total(), show=self.progress, requests=asker.counts)
             try:
@@ -192,76 +180,68 @@ class Builder:
                 cache.close()
         finally:
             await engine.close()
+        return self._complete(manifest, shards, skipped, asker.counts["sent"], engine)
+
+    def _prepare_out(self, engine: Engine, digest: str, earlier: dict[str, Any] | None) -> dict[str, Any]:
+        """Create (or clear) the folder, save the resolved recipe, write the manifest as running."""
+        if self.overwrite and self.out.exists():
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_recipe(self.loaded, self.out)
+        manifest = {
+            "tagllm_version": __version__, "recipe_digest": digest, "name": self.recipe.name,
+            "status": "running", "started": (earlier or {}).get("started") or _now(),
+            "engine": preflight.portable_engine(engine.describe()), "simulated": engine.simulated,
+            "strategy": self.recipe.tagging.strategy, "formats": self.recipe.output.formats,
+            "samples_per_shard": self.recipe.output.samples_per_shard,
+            "vocabulary": {"name": self.loaded.vocab.name, "digest": self.loaded.vocab.digest()},
+            "concepts_digest": self.loaded.concepts.digest(),
+        }
+        _write_json(self.out / layout.MANIFEST, manifest)
+        return manifest
+
+    def _complete(self, manifest: dict[str, Any], shards: int, skipped: int, sent: int,
+                  engine: Engine) -> BuildResult:
+        """Totals, card and the manifest marked complete (a part leaves this to `tagllm finalize`)."""
+        merge_caches(self.out)  # answers of parts or Ray workers of an earlier run, if any
+        remove_leftovers(self.out)
         stats = finalize_output(self.out, self.loaded, preflight.portable_engine(engine.describe()))
         manifest.update(status="complete", finished=_now(), shards=shards)
         _write_json(self.out / layout.MANIFEST, manifest)
-        return BuildResult(self.out, stats, shards, skipped, asker.counts["sent"], engine.simulated,
-                           engine.describe())
+        return BuildResult(self.out, stats, shards, skipped, sent, engine.simulated, engine.describe())
 
     async def _shards(self, source: Any, strategy: Any, asker: Asker, reporter: Reporter,
                       engine: Engine) -> tuple[int, int]:
-        """Walk the source shard by shard; complete shards of an earlier run are skipped."""
-        done = set(layout.completed_shards(self.out))
-        per_shard = self.recipe.output.samples_per_shard
-        writers = make_writers(self.out, self.loaded.vocab, self.recipe.output.formats,
-                               self.recipe.output.include_failed)
-        items = iter(source)
-        shard, skipped = 0, 0
-        while True:
-            chunk = islice(items, per_shard)
-            if shard in done:
-                keys = [item.key for item in chunk]
-                if not keys:
-                    break
-                if keys == preflight.shard_keys(self.out, shard):
-                    reporter.skip(len(keys))
-                    skipped += 1
-                else:  # the source has more (or other) items here than last time: tag the shard again
-                    self._rewritten.add(shard)
-                    redo = islice(iter(source), shard * per_shard, shard * per_shard + len(keys))
-                    await self._shard(shard, redo, strategy, asker, writers, reporter, engine)
-            else:
-                first = next(chunk, None)
-                if first is None:
-                    break
-                self._rewritten.add(shard)
-                await self._shard(shard, _chain(first, chunk), strategy, asker, writers, reporter, engine)
-            shard += 1
-        preflight.drop_shards_from(self.out, shard)
-        for w in writers:
-            w.finalize(list(range(shard)))
-        return shard, skipped
+        """Tag this process's shards through one task window (no drain at shard ends).
 
-    async def _shard(self, shard: int, items: Iterator[Item], strategy: Any, asker: Asker,
-                     writers: list, reporter: Reporter, engine: Engine) -> None:
-        started = time.perf_counter()
-        sent0, retries0 = asker.counts["sent"], asker.counts["retries"]
-        stats = ShardStats(shard)
-        for w in writers:
-            w.begin_shard(shard)
+        A shard complete from an earlier run is kept when the source still gives it the same keys,
+        else tagged again (the source grew or changed). Returns (shards in the source, kept).
+        """
+        out, per_shard = self.out, self.recipe.output.samples_per_shard
+
+        def keep(shard: int, keys: list[str]) -> bool:
+            return keys == preflight.shard_keys(out, shard)
+
+        plan = plan_shards(source, per_shard, set(layout.completed_shards(out)), self.part, reporter.skip, keep)
+        writers = make_writers(out, self.loaded.vocab, self.recipe.output.formats, self.recipe.output.include_failed)
         window = self.window or max(4, min(engine.concurrency, 256))
-        pending: deque[tuple[Item, asyncio.Task[Record]]] = deque()
+        tally = {"sent": asker.counts["sent"], "retries": asker.counts["retries"]}
 
-        def emit(item: Item, record: Record) -> None:
-            for w in writers:
-                w.write(record, item.image)
-            stats.add(record)
+        def on_record(record: Record) -> None:
             self._tagged += 1
             reporter.record(record.status, record.error, int(record.usage.get("cached", 0)))
 
-        for item in items:
-            pending.append((item, asyncio.create_task(strategy.tag(item))))
-            while len(pending) >= window:
-                done_item, task = pending.popleft()
-                emit(done_item, await task)
-        while pending:
-            done_item, task = pending.popleft()
-            emit(done_item, await task)
-        for w in writers:
-            w.end_shard()
-        data = stats.finish(time.perf_counter() - started, asker.counts["sent"] - sent0,
-                            asker.counts["retries"] - retries0, engine.simulated)
-        _write_json(layout.shard_stats_path(self.out, shard), data)
+        def sink(shard: int) -> WriterSink:
+            self._rewritten.add(shard)
+            return WriterSink(out, shard, writers, asker.counts, engine.simulated, on_record, tally)
+
+        await walk_shards(plan.jobs, strategy.tag, window, sink)
+        total = plan.total or 0
+        if self.part is None:
+            preflight.drop_shards_from(out, total)
+            for w in writers:
+                w.finalize(list(range(total)))
+        return total, plan.skipped
 
 
 def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -286,11 +266,6 @@ async def _cancel_other_tasks() -> None:
     for task in others:
         task.cancel()
     await asyncio.gather(*others, return_exceptions=True)
-
-
-def _chain(first: Item, rest: Iterator[Item]) -> Iterator[Item]:
-    yield first
-    yield from rest
 
 
 def _now() -> str:

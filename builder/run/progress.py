@@ -47,6 +47,18 @@ class Reporter:
                                   sent=self.requests["sent"], retried=self.requests["retries"],
                                   cached=self.counts["cached"])
 
+    def shard_done(self, stats: dict) -> None:
+        """A whole shard committed by another process (a Ray worker): advance by its counts."""
+        for key in ("images", "ok", "failed"):
+            self.counts[key] += int(stats.get(key, 0))
+        self.requests["sent"] += int(stats.get("sent", 0))
+        self.requests["retries"] += int(stats.get("retries", 0))
+        if self._progress is not None:
+            self._progress.update(self._task, advance=int(stats.get("images", 0)), rate=self.rate(),
+                                  ok=self.counts["ok"], failed=self.counts["failed"], reasons="",
+                                  sent=self.requests["sent"], retried=self.requests["retries"],
+                                  cached=self.counts["cached"])
+
     def skip(self, n: int) -> None:
         """Items of shards finished in an earlier run."""
         self.counts["skipped"] += n

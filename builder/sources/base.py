@@ -5,6 +5,14 @@ None and `error` says why (missing, empty, source), so the run can record it ins
 Keys are stable across runs (derived from paths, ids or indexes) and unique within a source.
 Human labels are mapped to vocabulary names here (via `label_map`), so the rest of the builder
 only ever sees vocabulary labels.
+
+Partitioning (shard i of n). A build cuts the stable item order into shards of `size` items:
+shard i holds positions [i*size, (i+1)*size), and n = ceil(count / size). `shard(i, size)` yields
+exactly the items that a full iteration yields at those positions (same keys, same bytes), so any
+process can tag any shard on its own and shards are stable across runs. A reader that can reach
+positions directly (file lists, row indexes, tar lists) overrides `_slice` and `size`, reading
+only cheap listings (paths, ids, tar headers) of other shards and never their image bytes; the
+default walks the stream from the start (correct, but it reads every earlier item).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +74,26 @@ class Source(ABC):
     @abstractmethod
     def _items(self) -> Iterator[Item]:
         """Yield every item of the source in a stable order."""
+
+    def shard_count(self, size: int) -> int | None:
+        """n, the number of shards of `size` items; None when the count is unknown."""
+        n = self.total()
+        return None if n is None else -(-n // size)
+
+    def shard(self, index: int, size: int) -> Iterator[Item]:
+        """Shard `index`: the items at positions [index*size, (index+1)*size) of the stable order."""
+        if index < 0 or size < 1:
+            raise ValueError(f"shard {index} of size {size}: index must be >= 0 and size >= 1")
+        start, stop = index * size, (index + 1) * size
+        if self.spec.limit is not None:
+            stop = min(stop, self.spec.limit)
+        if start >= stop:
+            return iter(())
+        return self._slice(start, stop)
+
+    def _slice(self, start: int, stop: int) -> Iterator[Item]:
+        """Items at positions [start, stop); override to reach them without reading earlier items."""
+        return islice(self._items(), start, stop)
 
     def map_labels(self, names: list[Any], where: str) -> list[str]:
         """Source label names/ids -> vocabulary labels (dedupe, vocabulary order).

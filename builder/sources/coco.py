@@ -53,25 +53,33 @@ class CocoSource(Source):
             raise UserError(f"{self.annotations}: not a COCO instances file (no 'images' list)")
         return data
 
-    def _items(self) -> Iterator[Item]:
-        data = self._load()
-        names = {c["id"]: c["name"] for c in data.get("categories", [])}
-        per_image: dict[Any, set[Any]] = {}
-        for ann in data.get("annotations", []):
-            per_image.setdefault(ann.get("image_id"), set()).add(ann.get("category_id"))
-        images = sorted(data["images"], key=lambda im: im["id"])
-        del data  # keep only what the stream needs: the annotation list can be large
-        seen: set[str] = set()
-        for image in images:
-            yield self._item(image, per_image.get(image["id"], set()), names, seen)
+    def _plan(self) -> tuple[list[dict[str, Any]], list[str], dict[Any, set[Any]], dict[Any, str]]:
+        """(images in id order, their keys, image id -> category ids, category names), computed once."""
+        if getattr(self, "_planned", None) is None:
+            data = self._load()
+            names = {c["id"]: c["name"] for c in data.get("categories", [])}
+            per_image: dict[Any, set[Any]] = {}
+            for ann in data.get("annotations", []):
+                per_image.setdefault(ann.get("image_id"), set()).add(ann.get("category_id"))
+            images = sorted(data["images"], key=lambda im: im["id"])
+            del data  # keep only what the stream needs: the annotation list can be large
+            self._planned = (images, _keys(images), per_image, names)
+        return self._planned
 
-    def _item(self, image: dict[str, Any], cat_ids: set[Any], names: dict[Any, str], seen: set[str]) -> Item:
+    def _items(self) -> Iterator[Item]:
+        return self._slice(0, len(self._plan()[0]))
+
+    def size(self) -> int:
+        return len(self._plan()[0])
+
+    def _slice(self, start: int, stop: int) -> Iterator[Item]:
+        images, keys, per_image, names = self._plan()
+        for image, key in zip(images[start:stop], keys[start:stop]):
+            yield self._item(image, key, per_image.get(image["id"], set()), names)
+
+    def _item(self, image: dict[str, Any], key: str, cat_ids: set[Any], names: dict[Any, str]) -> Item:
         file_name = str(image.get("file_name", ""))
         image_id = image["id"]
-        key = safe_key(PurePosixPath(file_name).stem) if file_name else f"{image_id}"
-        if key in seen:
-            key = f"{key}_{image_id}"
-        seen.add(key)
         ref = {"file": file_name, "image_id": image_id}
         ext = split_ext(file_name)[1]
         reference: list[str] | None = None
@@ -90,3 +98,17 @@ class CocoSource(Source):
         if read_error:
             error, detail = read_error, read_detail
         return Item(key=key, image=data, ext=ext, ref=ref, reference=reference, error=error, detail=detail)
+
+
+def _keys(images: list[dict[str, Any]]) -> list[str]:
+    """One key per image in id order: the file stem, or `stem_id` when an earlier image took it."""
+    seen: set[str] = set()
+    keys = []
+    for image in images:
+        file_name = str(image.get("file_name", ""))
+        key = safe_key(PurePosixPath(file_name).stem) if file_name else f"{image['id']}"
+        if key in seen:
+            key = f"{key}_{image['id']}"
+        seen.add(key)
+        keys.append(key)
+    return keys

@@ -133,20 +133,26 @@ class FolderSource(Source):
         out["metadata"] = str(self.metadata_path) if self.metadata_path else None
         return out
 
-    def size(self) -> int | None:
-        """Images listed plus metadata rows naming files not found (each is one item)."""
-        rels = set(list_images(self.root))
-        if self.metadata_path:
-            rels |= set(self._read_metadata())
-        return len(rels)
+    def _plan(self) -> tuple[list[str], dict[str, str], dict[str, Any] | None]:
+        """(paths in order, path -> key, metadata rows): the listing every shard is cut from."""
+        if getattr(self, "_planned", None) is None:
+            rows = self._read_metadata() if self.metadata_path else None
+            rels = list_images(self.root)
+            if rows is not None:
+                rels = sorted(set(rels) | set(rows))
+            self._planned = (rels, unique_keys(rels), rows)
+        return self._planned
 
     def _items(self) -> Iterator[Item]:
-        rows = self._read_metadata() if self.metadata_path else None
-        rels = list_images(self.root)
-        if rows is not None:
-            rels = sorted(set(rels) | set(rows))
-        keys = unique_keys(rels)
-        for rel in rels:
+        return self._slice(0, len(self._plan()[0]))
+
+    def size(self) -> int:
+        """Images listed plus metadata rows naming files not found (each is one item)."""
+        return len(self._plan()[0])
+
+    def _slice(self, start: int, stop: int) -> Iterator[Item]:
+        rels, keys, rows = self._plan()
+        for rel in rels[start:stop]:
             yield self._item(rel, keys[rel], rows)
 
     def _item(self, rel: str, key: str, rows: dict[str, Any] | None) -> Item:

@@ -49,15 +49,6 @@ class HFSource(Source):
         out.update(split=self.spec.split, config=self.spec.config)
         return out
 
-    def size(self) -> int | None:
-        """Rows of the split when it is on disk (not streaming): the progress bar gets a total."""
-        if self.spec.streaming:
-            return None
-        try:
-            return len(self._load())
-        except TypeError:
-            return None
-
     def _load(self) -> Any:
         import datasets
 
@@ -80,24 +71,63 @@ class HFSource(Source):
         except (FileNotFoundError, ValueError) as exc:
             raise UserError(f"source: cannot load {spec.path!r} split {spec.split!r}: {exc}") from exc
 
-    def _items(self) -> Iterator[Item]:
+    def _prepared(self) -> tuple[Any, Any]:
+        """(dataset with only the needed columns, images left encoded; the label ClassLabel), loaded once."""
+        if getattr(self, "_ready", None) is None:
+            import datasets
+
+            spec = self.spec
+            ds = self._load()
+            features = ds.features
+            wanted = [c for c in (spec.image_column, spec.label_column, spec.key_column) if c]
+            if features is not None:
+                absent = [c for c in wanted if c not in features]
+                if absent:
+                    raise UserError(f"source: no column {absent[0]!r} in {spec.path} (columns: {', '.join(features)})")
+                ds = ds.select_columns(list(dict.fromkeys(wanted)))
+                if isinstance(features[spec.image_column], datasets.Image):
+                    ds = ds.cast_column(spec.image_column, datasets.Image(decode=False))
+            label_feature = class_label_of(features[spec.label_column]) if features and spec.label_column else None
+            self._ready = (ds, label_feature)
+        return self._ready
+
+    def _random_access(self) -> Any:
+        """The map-style dataset when rows can be reached by index (not streaming), else None."""
         import datasets
 
-        spec = self.spec
-        ds = self._load()
-        features = ds.features
-        wanted = [c for c in (spec.image_column, spec.label_column, spec.key_column) if c]
-        if features is not None:
-            absent = [c for c in wanted if c not in features]
-            if absent:
-                raise UserError(f"source: no column {absent[0]!r} in {spec.path} (columns: {', '.join(features)})")
-            ds = ds.select_columns(list(dict.fromkeys(wanted)))
-            if isinstance(features[spec.image_column], datasets.Image):
-                ds = ds.cast_column(spec.image_column, datasets.Image(decode=False))
-        label_feature = class_label_of(features[spec.label_column]) if features and spec.label_column else None
+        ds = self._prepared()[0]
+        return ds if isinstance(ds, datasets.Dataset) else None
+
+    def _items(self) -> Iterator[Item]:
+        ds, label_feature = self._prepared()
+        if self._random_access() is not None:
+            yield from self._slice(0, len(ds))
+            return
         seen: set[str] = set()
         for index, row in enumerate(ds):
             yield self._item(index, row, label_feature, seen)
+
+    def size(self) -> int | None:
+        """Rows of the split when it is on disk (not streaming): shards by index, and a progress total."""
+        ds = self._random_access()
+        return None if ds is None else len(ds)
+
+    def _slice(self, start: int, stop: int) -> Iterator[Item]:
+        """Rows [start, stop) by index; only the key column of earlier rows is read (for repeated keys)."""
+        ds = self._random_access()
+        if ds is None:  # streaming: positions are reached by reading the stream
+            yield from super()._slice(start, stop)
+            return
+        label_feature = self._prepared()[1]
+        stop = min(stop, len(ds))
+        if start >= stop:
+            return
+        seen: set[str] = set()
+        if self.spec.key_column and start > 0:
+            for index, value in enumerate(ds.select(range(start))[self.spec.key_column]):
+                self._key(index, {self.spec.key_column: value}, seen)
+        for offset, row in enumerate(ds.select(range(start, stop))):
+            yield self._item(start + offset, row, label_feature, seen)
 
     def _key(self, index: int, row: dict[str, Any], seen: set[str]) -> str:
         """Row index by default; a key column is made safe and, if it repeats, suffixed with the index."""

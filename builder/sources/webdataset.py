@@ -57,10 +57,10 @@ class WebDatasetSource(Source):
             raise UserError(f"source.path: no such tar file or folder: {path}")
         return [str(path)]
 
-    def _samples(self) -> Iterator[dict[str, Any]]:
+    def _samples(self, urls: list[str] | None = None) -> Iterator[dict[str, Any]]:
         import webdataset as wds
 
-        urls = self.shard_urls()  # one remote pattern is passed as a string so webdataset expands it
+        urls = urls or self.shard_urls()  # one remote pattern is passed as a string so webdataset expands it
         ds = wds.WebDataset(urls[0] if len(urls) == 1 else urls, shardshuffle=False, empty_check=False)
         it = iter(ds)
         while True:
@@ -76,6 +76,51 @@ class WebDatasetSource(Source):
         seen: set[str] = set()
         for sample in self._samples():
             yield self._item(sample, seen)
+
+    def _plan(self) -> list[tuple[str, list[str]]] | None:
+        """Per local tar: the sample names in tar order, from the tar headers only; None for remote shards."""
+        if not hasattr(self, "_planned"):
+            urls = self.shard_urls()
+            self._planned = None if REMOTE.match(urls[0]) else [(url, tar_sample_names(url)) for url in urls]
+        return self._planned
+
+    def size(self) -> int | None:
+        plan = self._plan()
+        return None if plan is None else sum(len(names) for _, names in plan)
+
+    def _slice(self, start: int, stop: int) -> Iterator[Item]:
+        """Read only the tars that hold positions [start, stop); keys come from every tar's header listing."""
+        plan = self._plan()
+        if plan is None:
+            yield from super()._slice(start, stop)
+            return
+        keys, first, urls = self._plan_keys(plan), 0, []
+        for url, names in plan:
+            if first < stop and first + len(names) > start:
+                urls.append(url)
+                if len(urls) == 1:
+                    skip = start - first
+            first += len(names)
+        if not urls:
+            return
+        position = start
+        for n, sample in enumerate(self._samples(urls)):
+            if n < skip:
+                continue
+            if position >= stop:
+                return
+            raw, key = keys[position]
+            if sample["__key__"] != raw:
+                raise UserError(f"source: {self.spec.path}: sample {position} is {sample['__key__']!r} in the "
+                                f"tar stream but {raw!r} in the tar headers; cannot cut it into shards")
+            yield self._item(sample, set(), key)
+            position += 1
+
+    def _plan_keys(self, plan: list[tuple[str, list[str]]]) -> list[tuple[str, str]]:
+        """(sample name, key) for every position, deduplicated exactly as a full read does."""
+        seen: set[str] = set()
+        return [(name, self._key({"__key__": name}, PurePosixPath(url).name, seen))
+                for url, names in plan for name in names]
 
     def _image_field(self, sample: dict[str, Any]) -> str | None:
         col = self.spec.image_column
@@ -105,9 +150,9 @@ class WebDatasetSource(Source):
         seen.add(key)
         return key
 
-    def _item(self, sample: dict[str, Any], seen: set[str]) -> Item:
+    def _item(self, sample: dict[str, Any], seen: set[str], key: str | None = None) -> Item:
         shard = PurePosixPath(str(sample.get("__url__", ""))).name
-        key = self._key(sample, shard, seen)
+        key = key or self._key(sample, shard, seen)
         field = self._image_field(sample)
         ref = {"tar": shard, "member": f"{sample['__key__']}.{field}" if field else None}
         reference: list[str] | None = None
@@ -129,6 +174,27 @@ class WebDatasetSource(Source):
             if not image:
                 image, error, detail = None, "empty", f"{sample['__key__']}.{field} in {shard} has zero bytes"
         return Item(key=key, image=image, ext=ext, ref=ref, reference=reference, error=error, detail=detail)
+
+
+def tar_sample_names(path: str) -> list[str]:
+    """Sample names of one tar in order, grouped as webdataset groups members, reading headers only."""
+    from webdataset.tariterators import base_plus_ext, meta_prefix, meta_suffix
+
+    names: list[str] = []
+    try:
+        with tarfile.open(path, mode="r:*") as tar:
+            for info in tar:
+                name = info.name
+                if not info.isreg() or ("/" not in name and name.startswith(meta_prefix)
+                                        and name.endswith(meta_suffix)) or re.match(r"__[^/]*__($|/)", name):
+                    continue
+                prefix, _ = base_plus_ext(name)
+                if prefix is not None and (not names or names[-1] != prefix):
+                    names.append(prefix)
+                tar.members = []  # keep memory flat on tars with many members
+    except (OSError, tarfile.TarError) as exc:
+        raise UserError(f"source: cannot read WebDataset shard {path}: {exc}") from exc
+    return names
 
 
 def parse_labels(data: bytes, field: str) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 RUN_ALL = Path(__file__).resolve().parent / "run_all.py"
-FIGURE = re.compile(r"^(P1|P2|P3|MEM) .*: ratio \d+\.\d+ \(.*\) goal .+ (PASS|MISS)$")
+FIGURE = re.compile(r"^(P1|P2|P3|MEM|S1|S2) .*: ratio \d+\.\d+ \(.*\) goal .+ (PASS|MISS)$")
 
 
 @pytest.mark.slow
@@ -20,7 +21,8 @@ def test_run_all_quick_prints_four_figures() -> None:
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     figures = [line for line in lines if not line.startswith("#") and FIGURE.match(line)]
-    assert [f.split(" ", 1)[0] for f in figures] == ["P1", "P2", "P3", "MEM"], "\n".join(lines)
+    scaling = ["S1", "S2"] if importlib.util.find_spec("ray") else ["S2"]  # S1 needs tagllm[ray]
+    assert [f.split(" ", 1)[0] for f in figures] == ["P1", "P2", "P3", "MEM", *scaling], "\n".join(lines)
     assert lines[-1].startswith("machine: ") and "cores" in lines[-1] and "Python" in lines[-1]
     others = [line for line in lines if not line.startswith("#") and line not in figures and line != lines[-1]]
     assert not others, others

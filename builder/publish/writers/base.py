@@ -1,7 +1,8 @@
 """The shard protocol all writers follow: write under a temporary name, rename when complete.
 
-A shard that was being written when the process died leaves only a `.tmp` file, which the next
-run removes and rewrites; a renamed file is always complete.
+A shard that was being written when the process died leaves only a `.tmp` file (named with the
+writing process's id), which a complete build removes; the next run writes the shard again; a
+renamed file is always complete.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ class Writer(ABC):
         return final
 
     def tmp_path(self, shard: int) -> Path:
+        """Per process: two processes writing one shard (a worker thought dead) never share a file."""
         final = self.final_path(shard)
-        return final.with_name(f".{final.name}.tmp")
+        return final.with_name(f".{final.name}.{os.getpid()}.tmp")
 
     def finalize(self, shards: list[int]) -> None:
         """Called once every shard is complete (e.g. to name files with the shard total)."""

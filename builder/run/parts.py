@@ -1,0 +1,110 @@
+"""Static partitioning for array jobs: `tagllm build --part I/N`, then `tagllm finalize OUT`.
+
+Part I tags the shards k with k % N == I into the shared output folder, with its own request
+cache, and leaves a marker `parts/part-I-of-N.json`. `finalize` checks that every shard of the
+source is complete (naming the missing ones and the parts that own them), folds the caches into
+one, names the HF files with the shard total, and writes stats, card and a complete manifest:
+the same folder one process would have written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from builder.engines.base import Engine
+from builder.errors import RunError, UserError
+from builder.publish import layout
+from builder.publish.stats import merge
+from builder.publish.writers import make_writers
+from builder.recipe.model import LoadedRecipe, load_recipe
+from builder.run.build import Builder, BuildResult, _now, finalize_output
+from builder.run.caches import merge_caches
+from builder.run.shards import remove_leftovers, write_json
+from builder.sources import open_source
+
+PARTS_DIR = "parts"
+# Entries a part may find in a fresh output folder that another part is creating at the same time.
+_LAYOUT = {layout.MANIFEST, layout.RECIPE, layout.CONCEPTS, layout.CACHE, layout.INDEX_DIR, layout.WDS_DIR,
+           layout.HF_DIR, PARTS_DIR, "caches"}
+
+
+def part_marker(out: Path, part: tuple[int, int]) -> Path:
+    return Path(out) / PARTS_DIR / f"part-{part[0]:05d}-of-{part[1]:05d}.json"
+
+
+class PartBuilder(Builder):
+    """A build that tags only its part's shards and leaves totals and card to `finalize`."""
+
+    def __init__(self, loaded: LoadedRecipe, out: Path, part: tuple[int, int], **kwargs: Any):
+        if kwargs.get("overwrite"):
+            raise UserError("--part cannot be combined with --overwrite (parts share one output folder)")
+        super().__init__(loaded, out, **kwargs)
+        self.part = part
+        self.cache_name = f"part-{part[0]:05d}-of-{part[1]:05d}"
+
+    def check(self) -> Engine:
+        self._claim()
+        return super().check()
+
+    def _claim(self) -> None:
+        """Write the manifest first when the folder is new, so parts starting together accept each other."""
+        if (self.out / layout.MANIFEST).is_file():
+            return
+        if self.out.exists() and any(not p.name.startswith(".") and p.name not in _LAYOUT for p in self.out.iterdir()):
+            raise RunError(f"{self.out}: exists, is not empty and is not a tagllm output; choose another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / layout.MANIFEST, {"recipe_digest": self.digest(), "status": "running"})
+
+    def _complete(self, manifest: dict[str, Any], shards: int, skipped: int, sent: int,
+                  engine: Engine) -> BuildResult:
+        mine = [k for k in range(shards) if k % self.part[1] == self.part[0]]
+        marker = part_marker(self.out, self.part)
+        marker.parent.mkdir(exist_ok=True)
+        write_json(marker, {"part": self.part[0], "parts": self.part[1], "shards": mine, "total": shards,
+                            "host": os.uname().nodename if hasattr(os, "uname") else ""})
+        done = set(layout.completed_shards(self.out))
+        stats = merge(layout.read_json(layout.shard_stats_path(self.out, k)) for k in mine if k in done)
+        return BuildResult(self.out, stats, len(mine), skipped, sent, engine.simulated, engine.describe())
+
+
+def shard_total(out: Path, loaded: LoadedRecipe) -> int:
+    """The number of shards of the source: from its count, else from a part that walked to its end."""
+    source = open_source(loaded.recipe.source, loaded.vocab, loaded.base_dir)
+    total = source.shard_count(loaded.recipe.output.samples_per_shard)
+    if total is None:
+        markers = [layout.read_json(p) for p in sorted((Path(out) / PARTS_DIR).glob("part-*.json"))]
+        totals = {m["total"] for m in markers}
+        if not totals:
+            raise RunError(f"{out}: the source's length is unknown and no part has finished; run the parts first")
+        total = max(totals)
+    return total
+
+
+def missing_shards(out: Path, total: int) -> list[int]:
+    return sorted(set(range(total)) - set(layout.completed_shards(out)))
+
+
+def finalize(out: Path) -> BuildResult:
+    """Check that every shard is complete, then write what one process writes at its end."""
+    out = layout.require_output(Path(out))
+    manifest = layout.read_json(out / layout.MANIFEST)
+    loaded = load_recipe(out / layout.RECIPE, [])
+    total = shard_total(out, loaded)
+    missing = missing_shards(out, total)
+    if missing:
+        parts = max((layout.read_json(m)["parts"] for m in (out / PARTS_DIR).glob("part-*.json")), default=None)
+        owners = f" (parts {', '.join(sorted({f'{k % parts}/{parts}' for k in missing}))})" if parts else ""
+        shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+        raise RunError(f"{out}: {len(missing)} of {total} shards are not complete: {shown}{owners}; "
+                       "rerun those parts (they resume), then finalize again")
+    for w in make_writers(out, loaded.vocab, loaded.recipe.output.formats, loaded.recipe.output.include_failed):
+        w.finalize(list(range(total)))
+    merge_caches(out)
+    remove_leftovers(out)
+    stats = finalize_output(out, loaded)
+    manifest.update(status="complete", finished=_now(), shards=total)
+    write_json(out / layout.MANIFEST, manifest)
+    engine = manifest.get("engine", {})
+    return BuildResult(out, stats, total, 0, 0, bool(manifest.get("simulated")), engine)

@@ -1,0 +1,243 @@
+"""One build over a Ray cluster: a pool of shard-worker actors, each owning one engine.
+
+Ray Core actors, not Ray Data: the shard is the unit of commit and resume, so a worker must write
+a whole shard with the writers' protocol (temporary names, rename, stats json last) into the one
+output folder. Ray Data hands out blocks of its own choosing and owns the writes, which would cut
+our shards apart and bypass the commit marker. Here the driver hands out shard indexes, each
+worker reads its shard straight from the source (`Source.shard`), tags it through its own engine
+(an in-process sglang engine on `num_gpus = tp_size`, or an http client to its own server) and
+commits it. A worker that dies is restarted by Ray and the shard's call retried; the new process
+overwrites the dead one's temporary files and replays the answers it had cached, so the output
+has no duplicate and no missing record. The driver merges shard stats and writes the card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from builder.engines.base import Engine
+from builder.engines.registry import engine_from_spec
+from builder.errors import RunError, UserError
+from builder.method import TaggingContext, make_strategy
+from builder.publish import layout
+from builder.publish.writers import make_writers
+from builder.recipe.model import LoadedRecipe
+from builder.run.asker import Asker
+from builder.run.build import Builder, BuildResult, choose_engine_kind
+from builder.run.caches import open_cache
+from builder.run.progress import Reporter
+from builder.run.shards import WriterSink
+from builder.run.walk import ShardJob, walk_shards
+from builder.sources import open_source
+
+NAMESPACE = "tagllm"
+SHARDS_PER_WORKER = 2  # two shards in flight per worker: its engine never waits at a shard end
+RESUBMITS = 3
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise UserError("--runner ray needs Ray: pip install 'tagllm[ray]'") from exc
+    return ray
+
+
+class ShardWorker:
+    """Lives in a Ray actor: tags whole shards through one engine and commits them."""
+
+    def __init__(self, loaded: LoadedRecipe, out: str, slot: int, servers: list[str], window: int | None):
+        self.loaded, self.out, self.slot, self.servers, self.window = loaded, Path(out), slot, servers, window
+        self.ready: tuple | None = None
+        self.lock: asyncio.Lock | None = None
+
+    async def warm(self) -> int:
+        """Start the engine and load the writers before the first shard; returns this process's id."""
+        await self._start()
+        make_writers(self.out, self.loaded.vocab, self.loaded.recipe.output.formats)  # heavy imports happen here
+        return os.getpid()
+
+    async def _start(self) -> tuple:
+        self.lock = self.lock or asyncio.Lock()
+        async with self.lock:
+            if self.ready is None:
+                recipe = self.loaded.recipe
+                spec = recipe.engine.model_copy(update={"servers": self.servers}) if self.servers else recipe.engine
+                engine = engine_from_spec(spec, self.loaded.vocab, choose_engine_kind(spec.kind))
+                await engine.start()
+                source = open_source(recipe.source, self.loaded.vocab, self.loaded.base_dir)
+                cache = open_cache(self.out, f"worker-{self.slot:03d}")
+                self.ready = (engine, source, cache, TaggingContext(self.loaded))
+        return self.ready
+
+    async def tag_shard(self, shard: int) -> dict[str, Any]:
+        """Tag and commit one shard; returns its stats and this process's id."""
+        engine, source, cache, ctx = await self._start()
+        recipe = self.loaded.recipe
+        asker = Asker(engine, cache, self.loaded.vocab.digest(), gpus=recipe.cost.gpus)  # own counts per shard
+        strategy = make_strategy(recipe.tagging.strategy, ctx, asker, engine.simulated)
+        writers = make_writers(self.out, self.loaded.vocab, recipe.output.formats, recipe.output.include_failed)
+        window = self.window or max(4, min(engine.concurrency, 256))
+        job = ShardJob(shard, source.shard(shard, recipe.output.samples_per_shard))
+        done = await walk_shards([job], strategy.tag, window,
+                                 lambda k: WriterSink(self.out, k, writers, asker.counts, engine.simulated))
+        return {"shard": shard, "pid": os.getpid(), "stats": done[0] if done else None}
+
+    async def close(self) -> None:
+        if self.ready is not None:
+            engine, _, cache, _ = self.ready
+            await engine.close()
+            cache.close()
+            self.ready = None
+
+
+def worker_servers(servers: list[str], workers: int, slot: int) -> list[str]:
+    """One server per worker when there are enough (round robin), so each worker loads its own server."""
+    if not servers:
+        return []
+    if len(servers) >= workers:
+        return servers[slot::workers]
+    return [servers[slot % len(servers)]]
+
+
+class RayBuilder(Builder):
+    """The driver: checks, prepares the folder, hands shards to workers, then writes totals and card."""
+
+    def __init__(self, loaded: LoadedRecipe, out: Path, address: str | None = None, workers: int | None = None,
+                 worker_cpus: float = 1.0, **kwargs: Any):
+        super().__init__(loaded, out, **kwargs)
+        self.address, self.workers, self.worker_cpus = address, workers, worker_cpus
+        self.worker_pids: list[int] = []  # filled once the workers run (tests kill one by pid)
+        self.commits: list[tuple[int, int]] = []  # (shard, pid of the process that committed it)
+        self.sent = 0
+        self.timing: dict[str, float] = {}  # seconds: workers starting, then shards being tagged
+
+    def run(self) -> BuildResult:
+        ray = import_ray()
+        self.check()
+        _, engine, source, digest, earlier = self._checked
+        started_here = not ray.is_initialized()
+        if started_here:
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if not self.address:  # a private local cluster; keep it small
+                options.update(num_cpus=max(2, int((self.workers or 2) * self.worker_cpus)),
+                               object_store_memory=200 * 1024 * 1024)
+            ray.init(address=self.address, **options)
+        try:
+            return self._run(ray, engine, digest, earlier, source)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _run(self, ray: Any, engine: Engine, digest: str, earlier: dict[str, Any] | None,
+             source: Any) -> BuildResult:
+        manifest = self._prepare_out(engine, digest, earlier)
+        per_shard = self.recipe.output.samples_per_shard
+        count = source.total()
+        if count is None:  # a stream of unknown length: count it once (reads every item)
+            count = sum(1 for _ in source)
+        total = -(-count // per_shard)
+        done = set(layout.completed_shards(self.out)) & set(range(total))
+        todo = [k for k in range(total) if k not in done]
+        reporter = Reporter(total=count, show=self.progress)
+        reporter.skip(sum(min(per_shard, count - k * per_shard) for k in done))
+        try:
+            if todo:
+                self._dispatch(ray, engine, todo, reporter)
+        finally:
+            reporter.close()
+        output = self.recipe.output
+        for w in make_writers(self.out, self.loaded.vocab, output.formats, output.include_failed):
+            w.finalize(list(range(total)))
+        return self._complete(manifest, total, len(done), self.sent, engine)
+
+    def _worker_count(self, ray: Any, engine: Engine) -> int:
+        if self.workers:
+            return self.workers
+        spec = self.recipe.engine
+        if spec.servers:
+            return len(spec.servers)
+        if spec.kind == "sglang":
+            return max(1, int(ray.cluster_resources().get("GPU", 0)) // int(spec.args.get("tp_size", 1)))
+        return max(1, min(8, int(ray.cluster_resources().get("CPU", 1))))
+
+    def _start_workers(self, ray: Any, engine: Engine) -> list[Any]:
+        spec = self.recipe.engine
+        count = self._worker_count(ray, engine)
+        gpus = float(spec.args.get("tp_size", 1)) if spec.kind == "sglang" else 0.0
+        workers = []
+        for slot in range(count):
+            name = self._retire(ray, slot)
+            actor = ray.remote(ShardWorker).options(
+                name=name, namespace=NAMESPACE, num_cpus=self.worker_cpus, num_gpus=gpus, max_restarts=3,
+                max_task_retries=3, max_concurrency=SHARDS_PER_WORKER + 2)
+            workers.append(actor.remote(self.loaded, str(self.out.resolve()), slot,
+                                        worker_servers(list(spec.servers), count, slot), self.window))
+        self.worker_pids = ray.get([w.warm.remote() for w in workers])
+        return workers
+
+    def _retire(self, ray: Any, slot: int) -> str:
+        """The worker's name for this output folder; a worker of a dead driver still running under it is killed.
+
+        Ray kills a dead driver's actors, but not at once: without this, a rerun could start while
+        the old workers still write the same shards.
+        """
+        import hashlib
+
+        name = f"tagllm-{hashlib.sha256(str(self.out.resolve()).encode()).hexdigest()[:12]}-{slot}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                old = ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:
+                return name
+            ray.kill(old, no_restart=True)
+            time.sleep(0.5)
+        raise RunError(f"a Ray worker named {name} (an earlier build of {self.out}) does not go away")
+
+    def _dispatch(self, ray: Any, engine: Engine, todo: list[int], reporter: Reporter) -> None:
+        """Keep every worker busy with SHARDS_PER_WORKER shards until all are committed."""
+        from ray.exceptions import RayActorError, RayTaskError
+
+        started = time.perf_counter()
+        workers = self._start_workers(ray, engine)
+        self.timing["workers_start"] = time.perf_counter() - started
+        started = time.perf_counter()
+        queue, inflight, tries = deque(todo), {}, dict.fromkeys(todo, 0)
+        alive = set(range(len(workers)))
+        try:
+            while queue or inflight:
+                for slot in sorted(alive):
+                    while queue and sum(1 for _, s in inflight.values() if s == slot) < SHARDS_PER_WORKER:
+                        shard = queue.popleft()
+                        inflight[workers[slot].tag_shard.remote(shard)] = (shard, slot)
+                if not inflight:
+                    raise RunError("every Ray worker died; rerun the same command to resume")
+                ready, _ = ray.wait(list(inflight), num_returns=1)
+                shard, slot = inflight.pop(ready[0])
+                try:
+                    result = ray.get(ready[0])
+                except (RayActorError, RayTaskError) as exc:
+                    tries[shard] += 1
+                    if isinstance(exc, RayActorError):
+                        alive.discard(slot)
+                    if tries[shard] > RESUBMITS:
+                        raise RunError(f"shard {shard} failed {tries[shard]} times on Ray workers: {exc}") from exc
+                    queue.appendleft(shard)
+                    continue
+                self.commits.append((shard, result["pid"]))
+                self.sent += int((result["stats"] or {}).get("sent", 0))
+                reporter.shard_done(result["stats"] or {})
+            self.timing["tagging"] = time.perf_counter() - started
+        finally:
+            for w in workers:
+                try:
+                    ray.get(w.close.remote(), timeout=60)
+                except Exception:  # noqa: BLE001 - a dead worker has nothing left to close
+                    pass
+                ray.kill(w)

@@ -1,0 +1,142 @@
+"""Which shards a process tags, and the sink that writes and commits one shard.
+
+Every runner (one process, `--part I/N`, a Ray worker) cuts the source the same way: shard k
+holds items [k*S, (k+1)*S) of the source's stable order. A part takes the shards k with
+k % N == I, so parts never overlap and together cover every shard; a Ray worker takes whatever
+shard the driver hands it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.errors import UserError
+from builder.publish import layout
+from builder.publish.stats import ShardStats
+from builder.records import Item, Record
+from builder.run.walk import ShardJob, ShardSink, direct_jobs, stream_jobs
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """'1/4' -> (1, 4); I counts from 0 (Slurm: --part $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--part {text!r}: expected I/N, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise UserError(f"--part {text}: need N >= 1 and 0 <= I < N")
+    return index, count
+
+
+def part_of(shard: int, part: tuple[int, int] | None) -> bool:
+    return part is None or shard % part[1] == part[0]
+
+
+@dataclass
+class ShardPlan:
+    """The jobs of one process, and what it learned while walking (shard total, skipped shards)."""
+
+    jobs: Iterator[ShardJob]
+    total: int | None
+    skipped: int = 0
+    skipped_items: int = 0
+    seen: list[int] = field(default_factory=list)
+
+
+def plan_shards(source: Any, per_shard: int, done: set[int], part: tuple[int, int] | None,
+                on_skip: Callable[[int], None],
+                keep: Callable[[int, list[str]], bool] | None = None) -> ShardPlan:
+    """One pass over the stream for a whole build; direct shard reads for a part when the count is known.
+
+    A single process reads every item anyway, so it streams once (reading a shard directly can
+    cost a re-read of a tar's earlier samples) and checks each complete shard's keys with `keep`.
+    A part reads only its own shards when the source can reach them (complete ones are kept);
+    otherwise it streams past the other parts' items without tagging them.
+    """
+    total = source.shard_count(per_shard) if part is not None else None
+    plan = ShardPlan(iter(()), total)
+
+    def decide(shard: int) -> str:
+        if not part_of(shard, part):
+            return "other"
+        plan.seen.append(shard)
+        return "done" if shard in done else "tag"
+
+    def skipped(shard: int, n: int) -> None:
+        if part_of(shard, part):
+            plan.skipped += 1
+            plan.skipped_items += n
+            on_skip(n)
+
+    def ended(n: int) -> None:
+        plan.total = n
+
+    if total is None:
+        plan.jobs = stream_jobs(iter(source), per_shard, decide, skipped, ended, keep,
+                                lambda shard: source.shard(shard, per_shard))
+    else:
+        mine = [k for k in range(total) if decide(k) == "tag"]
+        count = source.total()
+        for k in plan.seen:
+            if k in done:
+                skipped(k, min(per_shard, count - k * per_shard))
+        plan.jobs = direct_jobs(source, per_shard, mine)
+    return plan
+
+
+class WriterSink(ShardSink):
+    """Writes one shard through the writers and commits it; the stats json is written last."""
+
+    def __init__(self, out: Path, shard: int, writers: list, counts: Any, simulated: bool,
+                 on_record: Callable[[Record], None] | None = None, tally: dict[str, int] | None = None):
+        self.out, self.shard, self.writers = out, shard, writers
+        self.counts, self.simulated, self.on_record = counts, simulated, on_record
+        # `tally` holds the asker's counts at the previous commit of the same walk (shared by its sinks)
+        self.tally = tally if tally is not None else {"sent": 0, "retries": 0}
+        self.stats = ShardStats(shard)
+        for w in writers:
+            w.begin_shard(shard)
+
+    def emit(self, item: Item, record: Record) -> None:
+        for w in self.writers:
+            w.write(record, item.image)
+        self.stats.add(record)
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def commit(self, wall_seconds: float) -> dict[str, Any]:
+        """Rename every file of the shard into place, then write its stats (the completion mark)."""
+        for w in self.writers:
+            w.end_shard()
+        # Requests are counted between commits: with shards overlapping in the window the split
+        # between neighbours is approximate, the total over a run is exact.
+        sent, retries = self.counts["sent"], self.counts["retries"]
+        data = self.stats.finish(wall_seconds, sent - self.tally["sent"], retries - self.tally["retries"],
+                                 self.simulated)
+        self.tally.update(sent=sent, retries=retries)
+        write_json(layout.shard_stats_path(self.out, self.shard), data)
+        return data
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write under a temporary name and rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def remove_leftovers(out: Path) -> int:
+    """Delete temporary files of processes that died mid-shard (call when no writer is running)."""
+    removed = 0
+    for folder in (out, out / layout.INDEX_DIR, out / layout.WDS_DIR, out / layout.HF_DIR):
+        if folder.is_dir():
+            for path in folder.glob(".*.tmp"):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
