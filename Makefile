@@ -9,15 +9,21 @@ STAMP := $(VENV)/.installed-$(HASH)
 DEMO_STAMP := $(VENV)/.demo-$(HASH)
 OUT ?= out/demo
 MODEL ?=
+# Label Studio lives in its own cached venv (its dependencies never enter $(VENV))
+LS_VENV ?= .cache/label-studio/venv
+LS_PY := $(LS_VENV)/bin/python
+LS_STAMP := $(LS_VENV)/.installed-ls1.23-sdk2.1
+REVIEW_OUT ?= out/review-demo
+BUDGET ?= 8
 
-.PHONY: demo test test-slow test-ray lint bench gpu-smoke install clean
+.PHONY: demo test test-slow test-ray lint bench gpu-smoke install clean label-studio review-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -q -e '.[dev,hf,train]'
+	$(PIP) install -q -e '.[dev,hf,train,review]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -38,8 +44,29 @@ demo: $(DEMO_STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
-test-slow: $(STAMP)
-	$(VENV)/bin/pytest -q -m slow
+test-slow: $(STAMP) $(LS_STAMP)
+	TAGLLM_LABEL_STUDIO_PYTHON=$(abspath $(LS_PY)) $(VENV)/bin/pytest -q -m slow
+
+$(LS_STAMP):
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q --upgrade pip
+	$(LS_VENV)/bin/pip install -q 'label-studio>=1.23,<1.24' 'label-studio-sdk>=2.1,<2.2'
+	touch $(LS_STAMP)
+
+label-studio: $(LS_STAMP)
+
+# The review loop on the demo set with a real Label Studio: annotate in the browser when run from a
+# terminal; unattended (REVIEW_AUTO=1 or no terminal) a scripted reviewer answers with the human labels.
+review-demo: $(STAMP) $(LS_STAMP)
+	$(VENV)/bin/tagllm build recipes/demo.yaml --out $(REVIEW_OUT) --overwrite --no-progress
+	$(VENV)/bin/tagllm issues $(REVIEW_OUT)
+	rm -rf $(REVIEW_OUT)/review/label-studio
+	$(VENV)/bin/tagllm review export $(REVIEW_OUT) --select issues --budget $(BUDGET)
+	$(LS_PY) tools/label_studio_roundtrip.py $(REVIEW_OUT)/review/label-studio \
+	    --save $(REVIEW_OUT)/review/label-studio-export.json \
+	    $$(if [ -t 0 ] && [ -z "$(REVIEW_AUTO)" ]; then echo --interactive; else echo --answer-with human; fi)
+	$(VENV)/bin/tagllm review import $(REVIEW_OUT) $(REVIEW_OUT)/review/label-studio-export.json
+	$(VENV)/bin/tagllm inspect $(REVIEW_OUT)
 
 # Ray runner on a private local cluster (2 CPUs, 200 MB object store): equality, worker kill, driver kill
 test-ray: $(STAMP)
@@ -61,4 +88,4 @@ gpu-smoke: $(STAMP)
 	$(VENV)/bin/tagllm inspect out/gpu-smoke
 
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out .pytest_cache  # .cache/ (the Label Studio venv) is kept

@@ -49,6 +49,7 @@ class Record:
     height: int | None = None
     usage: dict[str, float] = field(default_factory=dict)
     simulated: bool = False
+    review: dict[str, Any] | None = None  # set when a person corrected the labels (machine labels kept here)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +68,7 @@ class Record:
             "height": self.height,
             "usage": self.usage,
             "simulated": self.simulated,
+            "review": self.review,
         }
 
     def to_sample_json(self) -> dict[str, Any]:

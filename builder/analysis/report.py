@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from builder.errors import UserError
+from builder.publish.corrections import report_link
 
 SIMULATED_NOTICE = ("Labels from the simulated engine — not a measure of model quality. The simulated engine "
                     "answers from the human labels plus seeded noise; these numbers only test the pipeline.")
@@ -137,6 +138,7 @@ def render_markdown(result: dict[str, Any], plots: list[str] | None = None) -> s
         )) + " |")
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    lines += ["", *report_link(result["output"], Path(plots[0]).parent if plots else Path(result["output"]) / "eval")]
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,7 @@ from builder import __version__
 from builder.method.base import TaggingContext
 from builder.prompts.constraints import format_subset
 from builder.publish import layout
+from builder.publish.corrections import review_summary
 from builder.publish.stats import top_pairs
 from builder.recipe.model import LoadedRecipe, load_recipe
 
@@ -126,6 +127,7 @@ def render_card(out: Path, template: Path | None = None, repo_id: str | None = N
         "extra": loaded.recipe.card.extra,
         "calibration": _calibration(loaded),
         "thresholds_tuning": _thresholds_tuning(loaded),
+        "review": review_summary(stats, out),
     }
     return _template(template).render(**values)
 

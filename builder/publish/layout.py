@@ -78,7 +78,7 @@ def require_output(out: Path) -> Path:
 
 
 # Columns of the index parquet; nested values are stored as JSON strings to keep the schema flat.
-JSON_COLUMNS = ("labels", "scores", "candidates", "reference", "raw", "source", "usage")
+JSON_COLUMNS = ("labels", "scores", "candidates", "reference", "raw", "source", "usage", "review")
 
 
 def record_row(record: Record, shard: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from builder.records import Record
 
 SUM_KEYS = ("images", "ok", "failed", "requests", "cache_hits", "sent", "retries", "prompt_tokens",
             "cached_tokens", "completion_tokens", "engine_seconds", "wall_seconds", "unmapped", "gpu_seconds",
-            "replayed_gpu_seconds", "unmeasured")
+            "replayed_gpu_seconds", "unmeasured", "reviewed", "review_changed", "review_added", "review_removed")
 COUNT_KEYS = ("failed_by_reason", "label_counts", "candidate_counts", "reference_counts", "pair_counts")
 PAIR = " + "  # how a co-occurring label pair is written as a key
 
@@ -47,6 +47,12 @@ class ShardStats:
             self.counters["reference_counts"].update(record.reference)
         for raw in record.raw:
             d["unmapped"] += len(raw.get("unmapped", ()))
+        if record.review:  # a person's labels replaced the machine's (builder.publish.corrections)
+            added, removed = len(record.review.get("added", ())), len(record.review.get("removed", ()))
+            d["reviewed"] += 1
+            d["review_changed"] += int(bool(added or removed))
+            d["review_added"] += added
+            d["review_removed"] += removed
 
     def finish(self, wall_seconds: float, sent: int, retries: int, simulated: bool) -> dict[str, Any]:
         out = dict(self.data, shard=self.shard, wall_seconds=round(wall_seconds, 4), sent=sent,

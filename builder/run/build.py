@@ -26,7 +26,7 @@ from builder.engines.base import Engine
 from builder.engines.registry import engine_from_spec
 from builder.errors import RunError, UserError
 from builder.method import TaggingContext, make_strategy
-from builder.publish import layout
+from builder.publish import corrections, layout
 from builder.publish.stats import merge
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
@@ -184,9 +184,11 @@ class Builder:
 
     def _prepare_out(self, engine: Engine, digest: str, earlier: dict[str, Any] | None) -> dict[str, Any]:
         """Create (or clear) the folder, save the resolved recipe, write the manifest as running."""
+        kept = corrections.read_kept(self.out)  # human corrections outlive --overwrite
         if self.overwrite and self.out.exists():
             shutil.rmtree(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
+        corrections.write_kept(self.out, kept)
         save_recipe(self.loaded, self.out)
         manifest = {
             "tagllm_version": __version__, "recipe_digest": digest, "name": self.recipe.name,
@@ -226,6 +228,7 @@ class Builder:
         writers = make_writers(out, self.loaded.vocab, self.recipe.output.formats, self.recipe.output.include_failed)
         window = self.window or max(4, min(engine.concurrency, 256))
         tally = {"sent": asker.counts["sent"], "retries": asker.counts["retries"]}
+        fix = corrections.corrector(out, self.loaded.vocab.names)  # reviewed labels, by image digest
 
         def on_record(record: Record) -> None:
             self._tagged += 1
@@ -233,7 +236,7 @@ class Builder:
 
         def sink(shard: int) -> WriterSink:
             self._rewritten.add(shard)
-            return WriterSink(out, shard, writers, asker.counts, engine.simulated, on_record, tally)
+            return WriterSink(out, shard, writers, asker.counts, engine.simulated, on_record, tally, fix)
 
         await walk_shards(plan.jobs, strategy.tag, window, sink)
         total = plan.total or 0

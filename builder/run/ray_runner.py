@@ -24,7 +24,7 @@ from builder.engines.base import Engine
 from builder.engines.registry import engine_from_spec
 from builder.errors import RunError, UserError
 from builder.method import TaggingContext, make_strategy
-from builder.publish import layout
+from builder.publish import corrections, layout
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
 from builder.run.asker import Asker
@@ -84,8 +84,9 @@ class ShardWorker:
         writers = make_writers(self.out, self.loaded.vocab, recipe.output.formats, recipe.output.include_failed)
         window = self.window or max(4, min(engine.concurrency, 256))
         job = ShardJob(shard, source.shard(shard, recipe.output.samples_per_shard))
+        fix = corrections.corrector(self.out, self.loaded.vocab.names)
         done = await walk_shards([job], strategy.tag, window,
-                                 lambda k: WriterSink(self.out, k, writers, asker.counts, engine.simulated))
+                                 lambda k: WriterSink(self.out, k, writers, asker.counts, engine.simulated, fix=fix))
         return {"shard": shard, "pid": os.getpid(), "stats": done[0] if done else None}
 
     async def close(self) -> None:

@@ -94,8 +94,9 @@ class WriterSink(ShardSink):
     """Writes one shard through the writers and commits it; the stats json is written last."""
 
     def __init__(self, out: Path, shard: int, writers: list, counts: Any, simulated: bool,
-                 on_record: Callable[[Record], None] | None = None, tally: dict[str, int] | None = None):
-        self.out, self.shard, self.writers = out, shard, writers
+                 on_record: Callable[[Record], None] | None = None, tally: dict[str, int] | None = None,
+                 fix: Callable[[Record, bytes | None], Record] | None = None):
+        self.out, self.shard, self.writers, self.fix = out, shard, writers, fix
         self.counts, self.simulated, self.on_record = counts, simulated, on_record
         # `tally` holds the asker's counts at the previous commit of the same walk (shared by its sinks)
         self.tally = tally if tally is not None else {"sent": 0, "retries": 0}
@@ -104,6 +105,8 @@ class WriterSink(ShardSink):
             w.begin_shard(shard)
 
     def emit(self, item: Item, record: Record) -> None:
+        if self.fix is not None:  # reviewed labels replace the machine's (kept beside them)
+            record = self.fix(record, item.image)
         for w in self.writers:
             w.write(record, item.image)
         self.stats.add(record)

@@ -38,6 +38,7 @@ def hf_features(vocab: Vocabulary) -> Features:
         "source": Value("string"),
         "width": Value("int32"),
         "height": Value("int32"),
+        "review": Value("string"),  # JSON: machine labels, who and when, for images a person corrected
     })
 
 
@@ -88,6 +89,7 @@ class HFWriter(Writer):
             "source": json.dumps(record.source, sort_keys=True),
             "width": record.width,
             "height": record.height,
+            "review": json.dumps(record.review, sort_keys=True) if record.review else None,
         }
 
     def _write(self, record: Record, image: bytes | None) -> None:

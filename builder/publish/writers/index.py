@@ -16,6 +16,7 @@ SCHEMA = pa.schema([
     ("candidates", pa.string()), ("reference", pa.string()), ("error", pa.string()), ("detail", pa.string()),
     ("raw", pa.string()), ("source", pa.string()), ("ext", pa.string()), ("width", pa.int32()),
     ("height", pa.int32()), ("usage", pa.string()), ("simulated", pa.bool_()), ("shard", pa.int32()),
+    ("review", pa.string()),
 ])
 
 
