@@ -65,7 +65,8 @@ review-demo: $(STAMP) $(LS_STAMP)
 	$(LS_PY) tools/label_studio_roundtrip.py $(REVIEW_OUT)/review/label-studio \
 	    --save $(REVIEW_OUT)/review/label-studio-export.json \
 	    $$(if [ -t 0 ] && [ -z "$(REVIEW_AUTO)" ]; then echo --interactive; else echo --answer-with human; fi)
-	$(VENV)/bin/tagllm review import $(REVIEW_OUT) $(REVIEW_OUT)/review/label-studio-export.json
+	$(VENV)/bin/tagllm review import $(REVIEW_OUT) $(REVIEW_OUT)/review/label-studio-export.json \
+	    $$(if [ -t 0 ] && [ -z "$(REVIEW_AUTO)" ]; then :; else echo --reviewer scripted-reviewer-human-labels; fi)
 	$(VENV)/bin/tagllm inspect $(REVIEW_OUT)
 
 # Ray runner on a private local cluster (2 CPUs, 200 MB object store): equality, worker kill, driver kill

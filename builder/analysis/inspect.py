@@ -36,6 +36,9 @@ def summary(out: Path) -> dict[str, Any]:
     top = list(stats.get("label_counts", {}).items())[:10]
     if top:
         lines.append("labels: " + ", ".join(f"{k} {v}" for k, v in top))
+    if stats.get("reviewed"):  # corrections imported with `tagllm review import`
+        lines.append(f"reviewed {stats['reviewed']} images: {stats.get('review_changed', 0)} changed "
+                     f"(+{stats.get('review_added', 0)} / -{stats.get('review_removed', 0)} labels)")
     if manifest.get("simulated"):
         lines.append("SIMULATED: labels are human labels plus seeded noise, not model output.")
     return {"text": "\n".join(lines), "manifest": manifest, "stats": stats}

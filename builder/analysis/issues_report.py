@@ -17,6 +17,7 @@ from builder.publish.corrections import ISSUES_DIR
 
 SUSPECTS = 5  # labels listed per image
 SHOWN = 15  # images per kind in the Markdown report
+SUSPECT_MIN = 0.1  # a label is listed as suspect above this suspicion
 
 
 def _why(ev: li.Evidence, kind: str, i: int, k: int, given: bool, p: float) -> str:
@@ -56,7 +57,7 @@ def table_rows(ev: li.Evidence, ranked: dict[str, Any]) -> list[dict[str, Any]]:
                      "p": round(float(ranked["probs"][j, k]), 4),
                      "suspicion": round(float(ranked["suspicion"][j, k]), 4),
                      "why": _why(ev, kind, i, k, bool(ranked["given"][j, k]), float(ranked["probs"][j, k]))}
-                    for k in top if ranked["suspicion"][j, k] > 0.01]
+                    for k in top if ranked["suspicion"][j, k] >= SUSPECT_MIN]
         out.append({
             "kind": kind, "rank": rank_no, "key": ev.keys[i], "issue_score": round(float(ranked["score"][j]), 4),
             "cleanlab_flagged": None if flags is None else bool(flags[j]),

@@ -120,6 +120,8 @@ def review_summary(stats: dict[str, Any], out: Path) -> dict[str, Any]:
     if stats.get("reviewed"):
         summary.update({k: stats.get(k, 0) for k in ("reviewed", "review_changed", "review_added",
                                                      "review_removed")})
+        names = sorted({fix.by or "unnamed" for fix in load_corrections(out).values()})
+        summary["reviewers"] = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     if (Path(out) / ISSUES_DIR / "report.md").is_file():
         summary["issues_report"] = f"{ISSUES_DIR}/report.md"
     return summary

@@ -59,7 +59,7 @@ def test_human_labels_the_model_contradicts_rank_first(tmp_path: Path) -> None:
     human = [r for r in result["rows"] if r["kind"] == "reference"]
     assert {r["key"] for r in human[:2]} == {"human_missed", "human_added"}
     assert result["summary"]["kinds"]["reference"]["images"] == 14
-    by_key = {r["key"]: json.loads(r["suspects"])[0] for r in human}
+    by_key = {r["key"]: json.loads(r["suspects"])[0] for r in human[:2]}
     assert by_key["human_added"]["label"] == "apple" and "not proposed in stage 1" in by_key["human_added"]["why"]
     assert by_key["human_missed"]["label"] == "dog" and by_key["human_missed"]["given"] is False
 
@@ -118,3 +118,15 @@ def test_written_table_and_report(tmp_path: Path) -> None:
     report = Path(result["written"]["markdown"]).read_text()
     assert "## Machine labels" in report and "`near`" in report and "## Human reference labels" in report
     assert "SIMULATED" not in report  # these records are not simulated
+
+
+def test_eval_report_links_the_ranking(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn", reason="tagllm[eval] is not installed")
+    from builder.analysis.evaluate import run_eval
+
+    out = output(tmp_path, [confident(i) for i in range(4)] + [rec("near", {"dog": 0.55}, ["dog"])])
+    run_eval(out, plots=False)
+    assert "Label issues: not ranked yet (`tagllm issues OUT`" in (out / "eval" / "report.md").read_text()
+    run_issues(out)
+    run_eval(out, plots=False)
+    assert "Label issues: [../issues/report.md](../issues/report.md)" in (out / "eval" / "report.md").read_text()

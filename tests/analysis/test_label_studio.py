@@ -118,3 +118,22 @@ def test_read_export_names_the_task_with_an_unknown_label(tmp_path: Path) -> Non
     path.write_text(json.dumps([annotated({"key": "k9", "digest": "d"}, ann(["unicorn"], "2026"))]))
     with pytest.raises(UserError, match=r"task 7 \(key 'k9'\): labels not in the vocabulary: unicorn"):
         read_export(path, VOCAB)
+
+
+def test_export_reads_images_from_webdataset_only_outputs(tmp_path: Path) -> None:
+    from tinydata import jpeg
+
+    from builder.dev.synthetic import write_output
+    from builder.records import Record
+
+    records = [Record(key=f"k{i}", status="ok", labels=["cat"], scores={"cat": 0.5 + i / 10}, candidates=["cat"],
+                      ext="jpg") for i in range(3)]
+    images = {r.key: jpeg(i) for i, r in enumerate(records)}
+    out = write_output(tmp_path / "wds", records, VOCAB, images, formats=("webdataset",))
+    info = export_label_studio(out, tmp_path / "ls", select="uncertain", budget=3)
+    tasks = json.loads((tmp_path / "ls" / "tasks.json").read_text())
+    assert info["tasks"] == 3 and tasks[0]["data"]["key"] == "k0"  # 0.5: closest to the threshold
+    assert {t["data"]["digest"] for t in tasks} == {image_digest(b) for b in images.values()}
+    hf_less = write_output(tmp_path / "index-only", records, VOCAB, images, formats=())
+    with pytest.raises(UserError, match="no image bytes stored for 1 selected record"):
+        export_label_studio(hf_less, tmp_path / "none", select="random", budget=1)

@@ -50,7 +50,7 @@ def test_import_changes_exactly_the_reviewed_labels(build) -> None:
     assert stats["reviewed"] == 3 and stats["review_changed"] == 3
     assert stats["review_added"] + stats["review_removed"] == 3  # one label toggled per image
     card = (out / layout.CARD).read_text()
-    assert "## Human review" in card and "3 images were reviewed by a person; 3 of them changed" in card
+    assert "## Human review" in card and "3 images have reviewed labels (label-studio user 1), imported with `tagllm review import`; 3 of them changed" in card
     fixes = load_corrections(out)
     assert len(fixes) == 3 and all(f.by == "label-studio user 1" and f.tool == "label-studio" for f in fixes.values())
 

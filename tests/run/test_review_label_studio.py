@@ -61,4 +61,4 @@ def test_label_studio_round_trip_changes_exactly_the_reviewed_labels(build, tmp_
     assert "imported 3 reviewed images (1 tasks without annotation)" in imported.stdout
     check_only_reviewed_changed(before, published(out), answers)
     card = (out / "README.md").read_text()
-    assert "3 images were reviewed by a person; 3 of them changed" in card
+    assert "3 images have reviewed labels (label-studio user 1)" in card and "3 of them changed" in card
