@@ -3,7 +3,8 @@
 The stage-2 scores are the predicted probabilities (P(yes) per candidate label; a label stage 1
 did not propose gets `NOT_PROPOSED`), averaged with other builds of the same images when given.
 cleanlab's multi-label functions turn them into a per-label quality (self-confidence of the given
-label) and a confident-learning verdict per image. The builder's own signals add to that:
+label; for human labels with cleanlab's class-imbalance adjustment) and a confident-learning
+verdict per image. The builder's own signals add to that:
 a score near its threshold, a candidate stage 2 rejected (both visible in the self-confidence),
 stage-1 ensemble variants that split on a label, other builds (strategies) that disagree.
 
@@ -35,6 +36,7 @@ NOT_PROPOSED = 0.05  # P(present) for a label stage 1 did not propose
 DISAGREEMENT_WEIGHT = 0.5  # how much a split ensemble or another build's disagreement counts
 NEAR = 0.15  # "near threshold" when |score - threshold| is below this
 TOP_LABELS = 3  # labels per image that make its issue score
+ADJUST_MIN = 5  # given positives and negatives a class needs for cleanlab's class-imbalance adjustment
 
 
 @dataclass
@@ -170,12 +172,30 @@ def _as_lists(matrix: np.ndarray) -> list[list[int]]:
     return [list(np.flatnonzero(row)) for row in matrix]
 
 
-def quality_per_label(given: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """cleanlab's per-class self-confidence of the given labels, N x K (low = likely wrong)."""
+def quality_per_label(given: np.ndarray, probs: np.ndarray, adjust: bool = False) -> np.ndarray:
+    """cleanlab's per-class self-confidence of the given labels, N x K (low = likely wrong).
+
+    `adjust`: cleanlab's class-imbalance adjustment (each class's average self-confidence
+    subtracted), used for human labels, which were made independently of the scores, and only in
+    classes with ADJUST_MIN given positives and negatives (fewer make the average meaningless).
+    Machine labels are the scores cut at their threshold, so there the raw scores are kept.
+    """
     from cleanlab.multilabel_classification.rank import get_label_quality_scores_per_class
 
-    q = np.asarray(get_label_quality_scores_per_class(_as_lists(given), probs, method="self_confidence"))
-    return q.T if q.shape != given.shape else q
+    def per_class(adjusted: bool) -> np.ndarray:
+        q = np.asarray(get_label_quality_scores_per_class(_as_lists(given), probs, method="self_confidence",
+                                                          adjust_pred_probs=adjusted))
+        return q.T if q.shape != given.shape else q
+
+    raw = per_class(False)
+    positives = given.sum(axis=0)
+    enough = (positives >= ADJUST_MIN) & (len(given) - positives >= ADJUST_MIN)
+    if not adjust or not enough.any():
+        return raw
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adjusted = per_class(True)
+    return np.where(enough[None, :], np.nan_to_num(adjusted, nan=1.0), raw)
 
 
 def confident_learning_flags(given: np.ndarray, probs: np.ndarray) -> np.ndarray | None:
@@ -222,7 +242,7 @@ def rank(ev: Evidence, kind: str) -> dict[str, Any]:
             raise UserError("no human labels to rank: the records carry none; give --reference SOURCE")
         rows = np.flatnonzero(ev.has_reference)
         given, probs, extra = ev.reference[rows], probs[rows], np.zeros((len(rows), len(ev.names)))
-    quality = quality_per_label(given, probs)
+    quality = quality_per_label(given, probs, adjust=kind == "reference")
     suspicion = 1.0 - quality * (1.0 - extra)  # noisy-OR of "the given label is wrong" and disagreement
     return {"kind": kind, "rows": rows, "given": given, "probs": probs, "suspicion": suspicion,
             "score": image_scores(suspicion), "flags": confident_learning_flags(given, probs)}

@@ -103,7 +103,8 @@ def main() -> int:
         report("ISSUES-H", "human labels vs injected errors", by_kind["reference"], human_errors)
         bl.info(f"ISSUES-M: {hidden} of {len(machine_errors)} machine-error images are invisible to any score "
                 f"(only labels stage 1 never proposed); precision@{len(machine_errors)} cannot exceed "
-                f"{(len(machine_errors) - hidden) / max(len(machine_errors), 1):.2f} without stage-1 ensemble variants")
+                f"{(len(machine_errors) - hidden) / max(len(machine_errors), 1):.2f} (stage-1 ensemble variants, "
+                f"`--set tagging.ensemble=3`, make misses visible)")
         flagged = result["summary"]["kinds"]
         bl.info(f"cleanlab confident-learning flags: machine {flagged['machine']['cleanlab_flagged']}, "
                 f"human {flagged['reference']['cleanlab_flagged']}; {n} images, seed {args.seed}, "
