@@ -77,7 +77,8 @@ def find_issues(out: str | Path, reference: str | Path | None = None, others: tu
     if kinds is None:
         kinds = li.KINDS if ev.reference is not None else ("machine",)
     rows: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {"output": str(out), "images": len(ev.keys), "already_reviewed": ev.reviewed,
+    # "output" is the folder's name only: issues/ is published with the dataset, local paths are not
+    summary: dict[str, Any] = {"output": Path(out).name, "images": len(ev.keys), "already_reviewed": ev.reviewed,
                                "simulated": ev.simulated, "ensemble": ev.ensemble is not None,
                                "other_builds": len(others), "kinds": {}}
     for kind in kinds:

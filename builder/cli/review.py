@@ -77,7 +77,7 @@ def export(out: Path, tool: str, select: str, budget: int, dest: Path | None, im
     Example:
       tagllm review export out/demo --select issues --budget 20
       LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \\
-      LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=out/demo/review/label-studio label-studio start
+      LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=$PWD/out/demo/review/label-studio label-studio start
     """
     if select == "issues":
         _issues_lib()

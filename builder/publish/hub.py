@@ -9,7 +9,7 @@ from builder.errors import RunError, UserError
 from builder.publish import layout
 
 UPLOAD = ["README.md", "recipe.yaml", "concepts.yaml", "stats.json", "manifest.json",
-          "data/*.parquet", "webdataset/*.tar", "index/*", "eval/*"]
+          "data/*.parquet", "webdataset/*.tar", "index/*", "eval/*", "issues/*"]
 NEVER = ["cache.sqlite*", "**/.*", ".*", "train/*"]  # raw traffic, temp files, checkpoints: not data
 
 

@@ -118,6 +118,8 @@ def test_written_table_and_report(tmp_path: Path) -> None:
     report = Path(result["written"]["markdown"]).read_text()
     assert "## Machine labels" in report and "`near`" in report and "## Human reference labels" in report
     assert "SIMULATED" not in report  # these records are not simulated
+    summary = json.loads((out / "issues" / "summary.json").read_text())
+    assert summary["output"] == "out" and summary["images"] == 6  # published: no local path
 
 
 def test_eval_report_links_the_ranking(tmp_path: Path) -> None:
