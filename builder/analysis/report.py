@@ -138,7 +138,6 @@ def render_markdown(result: dict[str, Any], plots: list[str] | None = None) -> s
         )) + " |")
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
-    lines += ["", *report_link(result["output"], Path(plots[0]).parent if plots else Path(result["output"]) / "eval")]
     return "\n".join(lines) + "\n"
 
 
@@ -155,5 +154,6 @@ def write_report(result: dict[str, Any], folder: str | Path, plots: bool = True)
     written["json"].write_text(json.dumps(result, indent=1), encoding="utf-8")
     written["markdown"] = folder / "report.md"
     pngs = [str(p) for k, p in written.items() if str(p).endswith(".png")]
-    written["markdown"].write_text(render_markdown(result, pngs), encoding="utf-8")
+    links = report_link(folder.parent, folder) if (folder.parent / "manifest.json").is_file() else []  # OUT/eval
+    written["markdown"].write_text(render_markdown(result, pngs) + "\n".join(["", *links]), encoding="utf-8")
     return written
