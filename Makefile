@@ -62,7 +62,7 @@ review-demo: $(STAMP) $(LS_STAMP)
 	$(VENV)/bin/tagllm issues $(REVIEW_OUT)
 	rm -rf $(REVIEW_OUT)/review/label-studio
 	$(VENV)/bin/tagllm review export $(REVIEW_OUT) --select issues --budget $(BUDGET)
-	$(LS_PY) tools/label_studio_roundtrip.py $(REVIEW_OUT)/review/label-studio \
+	$(LS_PY) builder/dev/label_studio_roundtrip.py $(REVIEW_OUT)/review/label-studio \
 	    --save $(REVIEW_OUT)/review/label-studio-export.json \
 	    $$(if [ -t 0 ] && [ -z "$(REVIEW_AUTO)" ]; then echo --interactive; else echo --answer-with human; fi)
 	$(VENV)/bin/tagllm review import $(REVIEW_OUT) $(REVIEW_OUT)/review/label-studio-export.json \

@@ -1,7 +1,7 @@
 """The review round trip against a real Label Studio (PyPI `label-studio`, SQLite, local-files serving).
 
 Label Studio runs from its own venv (`make label-studio`, used by `make test-slow`), never from
-tagllm's: `tools/label_studio_roundtrip.py` runs with that venv's Python, starts the server on
+tagllm's: `builder/dev/label_studio_roundtrip.py` runs with that venv's Python, starts the server on
 127.0.0.1, creates the project from the exported config through `label-studio-sdk`, imports the
 tasks, checks an image is served, submits this test's answers through the API, exports the
 project as JSON and stops the server. Then `tagllm review import` applies the export.
@@ -21,7 +21,7 @@ from reviewdata import answers_for, check_only_reviewed_changed, published
 from builder.recipe.model import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
-DRIVER = REPO / "tools" / "label_studio_roundtrip.py"
+DRIVER = REPO / "builder" / "dev" / "label_studio_roundtrip.py"
 
 
 def label_studio_python() -> Path:

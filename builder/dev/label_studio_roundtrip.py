@@ -1,6 +1,6 @@
 """Drive a real Label Studio through one review round trip; run with Label Studio's own Python.
 
-    .cache/label-studio/venv/bin/python tools/label_studio_roundtrip.py EXPORT_DIR --save EXPORT.json \\
+    .cache/label-studio/venv/bin/python builder/dev/label_studio_roundtrip.py EXPORT_DIR --save EXPORT.json \\
         [--answers ANSWERS.json | --answer-with human | --interactive]
 
 EXPORT_DIR is what `tagllm review export` wrote (tasks.json, config.xml, images/). This script
