@@ -33,9 +33,11 @@ class Request:
     max_tokens: int = 64
     temperature: float = 0.0
     logprobs: bool = False  # ask for yes/no token logprobs (stage-2 scores)
-    seed: int | None = None
-    # Human labels of the item. Only the simulated engine reads this; real engines never do.
-    reference: list[str] | None = None
+    seed: int | None = None  # sent only when set: unseeded requests are what servers handle best
+    # Sent explicitly: servers otherwise fill in the model's generation_config defaults.
+    top_p: float = 1.0
+    top_k: int = -1  # -1: no top-k cut
+    repetition_penalty: float = 1.0
     tag: str = ""  # what the request is for (e.g. "stage1:vehicle"), for logs and stats
 
     def prompt_text(self) -> str:

@@ -41,7 +41,9 @@ def create_engine(name: str, **kwargs: Any) -> Engine:
 
 
 def engine_from_spec(spec: Any, vocab: Any, kind: str | None = None) -> Engine:
-    """Build the engine a recipe's `engine` section describes (`kind` overrides spec.kind)."""
+    """Build the engine a recipe's `engine` section describes (`kind` overrides spec.kind).
+
+    Only the simulated engine takes the vocabulary (to read questions as a model would)."""
     kind = kind or spec.kind
     common = dict(model=spec.model, concurrency=spec.concurrency, timeout=spec.timeout, retries=spec.retries)
     if kind == "simulated":
@@ -53,11 +55,22 @@ def engine_from_spec(spec: Any, vocab: Any, kind: str | None = None) -> Engine:
         return create_engine(kind, vocab=vocab, noise=NoiseModel(**sim), **extra, **spec.args, **common)
     if kind == "http":
         return create_engine(kind, servers=list(spec.servers), api=spec.api, api_key_env=spec.api_key_env,
-                             vocab=vocab, **spec.args, **common)
+                             **spec.args, **common)
     from builder.engines.preflight import check_engine
 
     check_engine(kind, spec.model)  # GPU, packages, weights: seconds, not minutes of retries
     args = dict(spec.args)
     if kind == "sglang":
         args.setdefault("max_pixels", spec.max_pixels)
-    return create_engine(kind, vocab=vocab, **args, **common)
+    return create_engine(kind, **args, **common)
+
+
+def check_engine_spec(spec: Any) -> None:
+    """Problems a recipe's engine section would only show on the GPU machine, raised now (recipe check)."""
+    if spec.kind == "sglang":
+        from builder.engines.sglang_params import unknown_server_args
+
+        unknown = unknown_server_args(dict(spec.args))
+        if unknown:
+            raise UserError(f"engine.args: {', '.join(unknown)}: not a field of sglang's ServerArgs "
+                            f"(see `sglang serve --help`)")

@@ -13,6 +13,14 @@
   only for itself (SGLang fails a whole batch call on one 4xx). Requests about one image are
   submitted next to each other so the radix cache reuses the image prefix (`schedule_policy="lpm"`).
 - `close()` calls `shutdown()`; an atexit hook does the same if the program ends another way (Ctrl-C).
+- One live engine per process: SGLang's `shutdown()` kills the whole process tree and two engines
+  would claim the same GPU memory, so a second `start()` with another model is refused (use an
+  `http` engine for a second model, e.g. calibration's LLM).
+- With `dp_size > 1`, each request names its data-parallel replica by a hash of its image
+  (`routed_dp_rank`), so all requests of one image meet the same radix cache.
+- The multimodal preprocessing cache is on by default (`mm_preprocess_cache_size_mb`): the ~13
+  requests of one image decode and preprocess it once, not 13 times.
+- Aborts SGLang raises as HTTP-style exceptions with a status (429, 5xx) are transient: retried.
 
 Tests inject a stand-in through `engine_factory` (and `processor_factory`), with the same method
 signatures as `sglang.Engine`.
@@ -22,15 +30,19 @@ from __future__ import annotations
 
 import atexit
 import hashlib
-import math
+import sys
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 from builder.engines.base import Engine, EngineDied, EngineError, Request, Result
 from builder.engines.sglang_params import sglang_fields
-from builder.engines.transformers_engine import yes_no_token_ids
 from builder.errors import RunError
 from builder.prompts.render import without_images
+from builder.prompts.scoring import WORD_IDS, YesNoIds, by_word, yes_no_token_ids, yes_probability
+
+DEFAULT_MM_CACHE_MB = 512  # multimodal preprocessing cache (SGLang's default for Qwen2.5-VL is 0: off)
+_LIVE: dict[str, Any] = {}  # the one started engine of this process: {"engine": SglangEngine}
 
 
 def default_engine_factory(**kwargs: Any) -> Any:
@@ -53,7 +65,6 @@ class SglangEngine(Engine):
 
     def __init__(
         self,
-        vocab: Any = None,
         model: str | None = None,
         tp_size: int = 1,
         dp_size: int = 1,
@@ -63,8 +74,9 @@ class SglangEngine(Engine):
         grammar_backend: str = "xgrammar",
         max_pixels: int | None = None,
         trust_remote_code: bool = False,
-        log_level: str = "error",
+        log_level: str = "warning",
         enable_metrics: bool = False,
+        mm_preprocess_cache_size_mb: int | None = DEFAULT_MM_CACHE_MB,
         engine_factory: Callable[..., Any] | None = None,
         processor_factory: Callable[..., Any] | None = None,
         **kwargs: Any,
@@ -72,7 +84,6 @@ class SglangEngine(Engine):
         base_keys = ("concurrency", "timeout", "retries", "backoff", "max_restarts")
         base = {k: kwargs.pop(k) for k in base_keys if k in kwargs}
         super().__init__(model=model, **base)
-        self.vocab = vocab
         self.server_args: dict[str, Any] = dict(
             tp_size=int(tp_size),
             dp_size=int(dp_size),
@@ -86,6 +97,8 @@ class SglangEngine(Engine):
             self.server_args["mem_fraction_static"] = float(mem_fraction_static)
         if context_length is not None:
             self.server_args["context_length"] = int(context_length)
+        if mm_preprocess_cache_size_mb is not None:
+            self.server_args["mm_preprocess_cache_size_mb"] = int(mm_preprocess_cache_size_mb)
         if max_pixels:
             self.server_args["mm_process_config"] = {"image": {"max_pixels": int(max_pixels)}}
         self.server_args.update(kwargs)  # any other sglang ServerArgs field, passed through
@@ -94,8 +107,7 @@ class SglangEngine(Engine):
         self.trust_remote_code = trust_remote_code
         self.sgl: Any = None
         self.processor: Any = None
-        self.yes_ids: list[int] = []
-        self.no_ids: list[int] = []
+        self.ids = YesNoIds((), ())
         self._atexit: Callable[[], None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -104,6 +116,11 @@ class SglangEngine(Engine):
             return
         if not self.model:
             raise RunError("sglang engine: no model given (use --model or engine.model)")
+        other = _LIVE.get("engine")
+        if other is not None and other is not self:
+            raise RunError(f"sglang engine: {other.model!r} is already running in this process and SGLang "
+                           f"allows one engine per process; reach {self.model!r} through an http engine "
+                           f"(a separate `sglang serve`), or use the same model")
         try:
             self.processor = self.processor_factory(self.model, trust_remote_code=self.trust_remote_code)
         except ImportError as exc:
@@ -111,7 +128,9 @@ class SglangEngine(Engine):
         except Exception as exc:
             raise RunError(f"sglang engine: cannot load the processor of {self.model!r}: {exc}") from exc
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        self.yes_ids, self.no_ids = yes_no_token_ids(tokenizer)
+        self.ids = yes_no_token_ids(tokenizer)
+        print(f"sglang engine: loading {self.model} (tp={self.server_args['tp_size']}, "
+              f"dp={self.server_args['dp_size']}); this takes minutes", file=sys.stderr, flush=True)
         try:
             # in the calling (main) thread: sglang installs signal handlers and spawns processes
             self.sgl = self.engine_factory(model_path=self.model, **self.server_args)
@@ -120,11 +139,14 @@ class SglangEngine(Engine):
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise RunError(f"sglang engine: cannot start {self.model!r}: {type(exc).__name__}: {first}") from exc
+        _LIVE["engine"] = self
         self._atexit = self._shutdown_now
         atexit.register(self._atexit)
 
     def _shutdown_now(self) -> None:
         engine, self.sgl = self.sgl, None
+        if _LIVE.get("engine") is self:
+            del _LIVE["engine"]
         if engine is not None:
             try:
                 engine.shutdown()
@@ -139,6 +161,7 @@ class SglangEngine(Engine):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
+        info["gpus"] = int(self.server_args.get("tp_size") or 1) * int(self.server_args.get("dp_size") or 1)
         info["server_args"] = {k: v for k, v in self.server_args.items() if "key" not in k and "token" not in k}
         return info
 
@@ -168,10 +191,13 @@ class SglangEngine(Engine):
 
     def call_args(self, request: Request) -> dict[str, Any]:
         """The keyword arguments of one `async_generate` call."""
-        params, fields = sglang_fields(request, self.yes_ids, self.no_ids, top_logprobs=20)
+        params, fields = sglang_fields(request, self.ids, top_logprobs=20)
         args: dict[str, Any] = {"prompt": self.render(request), "sampling_params": params, **fields}
         if request.image is not None:
             args["image_data"] = request.image
+        dp_size = int(self.server_args.get("dp_size") or 1)
+        if dp_size > 1:  # one image, one replica: its radix cache holds the image for every question
+            args["routed_dp_rank"] = zlib.crc32(request.image or b"") % dp_size
         return args
 
     async def _generate_one(self, request: Request) -> Result:
@@ -184,6 +210,13 @@ class SglangEngine(Engine):
             raise EngineError(f"rejected by sglang: {exc}", transient=False) from exc
         except (ConnectionError, EOFError) as exc:  # its scheduler/detokenizer processes are gone
             raise EngineDied(f"sglang engine lost its worker processes: {exc}") from exc
+        except Exception as exc:
+            status = getattr(exc, "status_code", None)  # fastapi.HTTPException from an aborted request
+            if isinstance(status, int):
+                detail = getattr(exc, "detail", "") or exc
+                raise EngineError(f"sglang aborted the request (HTTP {status}): {detail}",
+                                  transient=status == 429 or status >= 500) from exc
+            raise
         if isinstance(out, list):  # a batch answer for a single prompt: take the one item
             out = out[0] if out else {}
         if not isinstance(out, dict):
@@ -198,30 +231,20 @@ class SglangEngine(Engine):
         if meta.get("e2e_latency"):
             result.latency = float(meta["e2e_latency"])
         if request.constraint.kind == "yesno" and request.logprobs:
-            result.yes_prob = self._yes_prob(meta, "token_ids_logprob" in args)
+            score = self._score(meta, "token_ids_logprob" in args)
+            result.yes_prob = score.p_yes if score is not None else None
         return result
 
-    def _yes_prob(self, meta: dict[str, Any], by_ids: bool) -> float | None:
+    def _score(self, meta: dict[str, Any], by_ids: bool) -> Any:
+        """P(yes) from the asked ids' logprobs, or (ids unknown) from the top tokens by word."""
         key = "output_token_ids_logprobs" if by_ids else "output_top_logprobs"
-        positions = meta.get(key) or []
-        first = positions[0] if positions else []
-        logprob = {}
-        for entry in first or []:
-            if isinstance(entry, (list, tuple)) and len(entry) >= 2 and entry[0] is not None:
-                logprob[int(entry[1])] = float(entry[0])
-        yes_ids, no_ids = self.yes_ids, self.no_ids
-        if not by_ids:  # match the returned ids' text against yes/no spellings
-            tokenizer = getattr(self.processor, "tokenizer", self.processor)
-            words = {t: tokenizer.decode([t]).strip().lower() for t in logprob}
-            yes_ids = [t for t, w in words.items() if w == "yes"]
-            no_ids = [t for t, w in words.items() if w == "no"]
-        p_yes = sum(math.exp(logprob[t]) for t in yes_ids if t in logprob)
-        p_no = sum(math.exp(logprob[t]) for t in no_ids if t in logprob)
-        if p_yes + p_no <= 0:
-            return None
-        return p_yes / (p_yes + p_no)
-
-
+        first = (meta.get(key) or [[]])[0] or []
+        entries = [e for e in first if isinstance(e, (list, tuple)) and len(e) >= 2 and e[0] is not None]
+        if by_ids:
+            return yes_probability({int(e[1]): float(e[0]) for e in entries}, self.ids)
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        floor = min((float(e[0]) for e in entries), default=None)
+        return yes_probability(by_word((tokenizer.decode([int(e[1])]), e[0]) for e in entries), WORD_IDS, floor)
 
 
 def _image_key(image: bytes | None) -> str:

@@ -43,6 +43,7 @@ from builder.images import image_digest
 from builder.prompts.constraints import Constraint, format_subset
 from builder.recipe.vocab import Vocabulary, normalize_word
 
+MAX_REFERENCES = 200_000  # images whose labels the engine keeps (far more than are ever in flight)
 IMAGE_TOKENS = 256  # what a typical VLM spends on one image; token counts here are estimates
 
 
@@ -275,12 +276,23 @@ class SimulatedEngine(Engine):
         self.crash_every = crash_every  # for tests of engine restarts: die after this many requests
         self._served = 0
         self.dead = False
+        # Human labels by digest of the prepared image, handed over by the run (`learn_reference`):
+        # they reach this engine only, never a real engine's request. Bounded: images in flight.
+        self.references: OrderedDict[str, list[str] | None] = OrderedDict()
         # For tests that count sends across killed runs: one line per answered request.
         self.journal = open(journal, "a", buffering=1) if journal else None
 
     async def start(self) -> None:
         self.dead = False
         self._served = 0
+
+    def learn_reference(self, image: bytes, labels: list[str] | None) -> None:
+        """The human labels of one prepared image (what this engine answers from)."""
+        key = image_digest(image)
+        self.references[key] = labels
+        self.references.move_to_end(key)
+        while len(self.references) > MAX_REFERENCES:
+            self.references.popitem(last=False)
 
     def describe(self) -> dict:
         info = super().describe()
@@ -295,8 +307,9 @@ class SimulatedEngine(Engine):
                 raise EngineDied("simulated crash")
         if self.latency:
             await asyncio.sleep(self.latency)
+        reference = self.references.get(image_digest(request.image or b""))
         result = self.sim.answer(request.image, request.prompt_text(), last_question(request),
-                                 request.constraint, request.reference, request.logprobs, seed=request.seed)
+                                 request.constraint, reference, request.logprobs, seed=request.seed)
         if self.journal is not None:
             ident = hashlib.sha256((request.image or b"") + request.prompt_text().encode()
                                    + request.constraint.key().encode() + str(request.seed).encode()).hexdigest()

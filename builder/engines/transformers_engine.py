@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import math
 import threading
 import time
 from collections import defaultdict
@@ -28,36 +27,7 @@ from builder.engines.base import Engine, Request, Result
 from builder.errors import RunError
 from builder.prompts.constraints import Constraint, subset_ebnf
 from builder.prompts.render import without_images
-
-YES_SPELLINGS = ("yes", "Yes", "YES", " yes", " Yes", " YES")
-NO_SPELLINGS = ("no", "No", "NO", " no", " No", " NO")
-
-
-def yes_no_token_ids(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """Token ids of every single-token spelling of yes and no.
-
-    When a spelling takes several tokens, its first token stands in, provided it differs from
-    every first token of the other word (so the two groups never share a token).
-    """
-
-    def collect(spellings: tuple[str, ...]) -> tuple[list[int], list[int]]:
-        single, first = [], []
-        for word in spellings:
-            ids = tokenizer.encode(word, add_special_tokens=False)
-            if len(ids) == 1:
-                single.append(int(ids[0]))
-            elif ids:
-                first.append(int(ids[0]))
-        return list(dict.fromkeys(single)), list(dict.fromkeys(first))
-
-    yes_single, yes_first = collect(YES_SPELLINGS)
-    no_single, no_first = collect(NO_SPELLINGS)
-    yes = yes_single or [t for t in yes_first if t not in set(no_single + no_first)][:1]
-    no = no_single or [t for t in no_first if t not in set(yes_single + yes_first)][:1]
-    clash = set(yes) & set(no)
-    return [t for t in yes if t not in clash], [t for t in no if t not in clash]
-
-
+from builder.prompts.scoring import YesNoIds, yes_no_token_ids, yes_probability
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -75,7 +45,6 @@ class TransformersEngine(Engine):
 
     def __init__(
         self,
-        vocab: Any = None,
         model: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
@@ -85,7 +54,6 @@ class TransformersEngine(Engine):
     ):
         kwargs.setdefault("concurrency", 64)
         super().__init__(model=model, **kwargs)
-        self.vocab = vocab
         self.device_name = device
         self.dtype_name = dtype
         self.batch_size = max(1, int(batch_size))
@@ -97,8 +65,7 @@ class TransformersEngine(Engine):
         self._grammars: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._eos: list[int] = []
-        self.yes_ids: list[int] = []
-        self.no_ids: list[int] = []
+        self.ids = YesNoIds((), ())
         self.vocab_size = 0
         self.device = "cpu"
         self.batches = 0
@@ -151,7 +118,7 @@ class TransformersEngine(Engine):
         self._eos = _eos_ids(model, tokenizer)
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=self.vocab_size, stop_token_ids=self._eos)
         self._compiler = xgr.GrammarCompiler(info)
-        self.yes_ids, self.no_ids = yes_no_token_ids(tokenizer)
+        self.ids = yes_no_token_ids(tokenizer)
 
     async def close(self) -> None:
         if self.hf_model is None:
@@ -298,27 +265,25 @@ class TransformersEngine(Engine):
     def _score(self, requests: list[Request]) -> list[Result]:
         import torch
 
-        if not self.yes_ids or not self.no_ids:
+        if not self.ids:
             raise RuntimeError("the tokenizer has no single-token 'yes'/'no'; yes/no scores are impossible")
         inputs = self._inputs(requests)
         with torch.inference_mode():
             logits = self.hf_model(**inputs).logits[:, -1, :].float()
         log_probs = torch.log_softmax(logits, dim=-1)
-        yes = torch.logsumexp(log_probs[:, self.yes_ids], dim=-1)
-        no = torch.logsumexp(log_probs[:, self.no_ids], dim=-1)
+        wanted = self.ids.all()
+        picked = log_probs[:, wanted].tolist()
         attention = inputs["attention_mask"]
         results = []
         for row, request in enumerate(requests):
-            lp_yes, lp_no = float(yes[row]), float(no[row])
-            top = max(lp_yes, lp_no)
-            p_yes = math.exp(lp_yes - top) / (math.exp(lp_yes - top) + math.exp(lp_no - top))
+            score = yes_probability(dict(zip(wanted, picked[row])), self.ids)
+            p_yes = score.p_yes if score is not None else 0.5
             result = Result(
-                text="yes" if lp_yes >= lp_no else "no",
+                text="yes" if p_yes >= 0.5 else "no",
                 prompt_tokens=int(attention[row].sum().item()),
                 completion_tokens=1,
             )
-            if request.logprobs:
+            if request.logprobs and score is not None:
                 result.yes_prob = p_yes
-                result.extra["logprobs"] = {"yes": lp_yes, "no": lp_no}
             results.append(result)
         return results

@@ -2,15 +2,15 @@
 
 The stage-1 answer is an *ordered subset*: labels appear in vocabulary order, each at most once,
 so there is exactly one valid string per label set and generation always terminates. Backends
-get it as EBNF (SGLang `ebnf`, xgrammar, vLLM `structured_outputs.grammar`), as a regex, or as a
-JSON schema with `enum` + `maxItems` (no `uniqueItems`: SGLang rejects it); the parser always
-re-validates and dedupes, whatever the backend promised.
+get it as EBNF (SGLang `ebnf`, xgrammar, vLLM `structured_outputs.grammar`) or as a JSON schema
+with `enum` + `maxItems` (no `uniqueItems`: SGLang rejects it); the parser always re-validates
+(a label listed twice is a broken answer, re-asked: a fault must never add a label). Labels stay
+in their own characters (no `\\u` escapes).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,7 +32,7 @@ class Constraint:
 
 def _quoted(label: str) -> str:
     """A label as it appears inside the JSON answer, escaped for an EBNF string literal."""
-    as_json = json.dumps(label)  # "dining table"
+    as_json = json.dumps(label, ensure_ascii=False)  # "dining table"; "café" stays "café", not "caf\\u00e9"
     return as_json.replace("\\", "\\\\").replace('"', '\\"')
 
 
@@ -54,21 +54,8 @@ def subset_ebnf(options: tuple[str, ...] | list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def subset_regex(options: tuple[str, ...] | list[str]) -> str:
-    """The same language as a regex: nested optional groups keep the order, each label once."""
-    tail = ""
-    for label in reversed(options):
-        item = re.escape(json.dumps(label))
-        if tail:
-            tail = f"(?:{item}(?:,{tail})?|{tail})"
-        else:
-            tail = f"(?:{item})"
-    body = f"(?:{tail})?" if tail else ""
-    return re.escape('{"labels":[') + body + re.escape("]}")
-
-
 def subset_json_schema(options: tuple[str, ...] | list[str]) -> dict:
-    """JSON schema for hosted APIs: enum + maxItems (dedupe happens in `parse_subset`)."""
+    """JSON schema for hosted APIs: enum + maxItems (`parse_subset` refuses repeated labels)."""
     return {
         "type": "object",
         "properties": {
@@ -84,7 +71,10 @@ class ParseError(ValueError):
 
 
 def parse_subset(text: str, options: tuple[str, ...] | list[str]) -> list[str]:
-    """Labels from a stage-1 answer, validated against `options`, deduped, in vocabulary order."""
+    """Labels from a stage-1 answer, validated against `options`, in vocabulary order.
+
+    Any order is accepted (JSON-schema servers list labels as they come), a repeated label is not:
+    the ordered-subset grammar cannot produce one, so it marks a broken answer worth a re-ask."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -96,21 +86,19 @@ def parse_subset(text: str, options: tuple[str, ...] | list[str]) -> list[str]:
     for value in data["labels"]:
         if not isinstance(value, str) or value not in allowed:
             raise ParseError(f"{value!r} is not one of the allowed labels")
+        if value in picked:
+            raise ParseError(f"{value!r} is listed twice")
         picked.add(value)
     return [label for label in options if label in picked]
 
 
 def format_subset(labels: list[str]) -> str:
     """The one canonical answer string for a label set (labels already in option order)."""
-    return json.dumps({"labels": labels}, separators=(",", ":"))
+    return json.dumps({"labels": labels}, separators=(",", ":"), ensure_ascii=False)
 
 
 def yesno_regex() -> str:
     return f"({YES}|{NO})"
-
-
-def yesno_ebnf() -> str:
-    return f'root ::= "{YES}" | "{NO}"\n'
 
 
 def parse_yesno(text: str) -> bool:
@@ -120,15 +108,3 @@ def parse_yesno(text: str) -> bool:
     if word.startswith(NO):
         return False
     raise ParseError(f"not yes/no: {text[:30]!r}")
-
-
-def yes_probability(logprob_yes: float | None, logprob_no: float | None) -> float | None:
-    """P(yes) / (P(yes) + P(no)) from token logprobs; None when neither token was seen."""
-    import math
-
-    if logprob_yes is None and logprob_no is None:
-        return None
-    p_yes = math.exp(logprob_yes) if logprob_yes is not None else 0.0
-    p_no = math.exp(logprob_no) if logprob_no is not None else 0.0
-    total = p_yes + p_no
-    return p_yes / total if total > 0 else None

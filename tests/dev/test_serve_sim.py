@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from builder.dev.serve_sim import (
     running_sim_server,
     start_server,
 )
-from builder.prompts.constraints import subset_ebnf, subset_json_schema, subset_regex
+from builder.prompts.constraints import subset_ebnf, subset_json_schema
 from builder.recipe.vocab import vocabulary_from_data
 
 ODD = ("cat", "dining table", 'say "cheese"', "back\\slash", "ñandú", "a|b (c)?")
@@ -30,6 +31,20 @@ def test_options_come_back_from_every_constraint_form(options: tuple[str, ...]) 
     assert options_from_ebnf(subset_ebnf(options)) == options
     assert constraint_from_grammar(None, subset_regex(options), list(VOCAB.names)).options == options
     assert constraint_from_schema(json.dumps(subset_json_schema(options))).options == options
+
+
+def subset_regex(options: tuple[str, ...] | list[str]) -> str:
+    """The ordered-subset language as a regex (what a regex-only client sends): nested optional
+    groups keep the order, each label once."""
+    tail = ""
+    for label in reversed(options):
+        item = re.escape(json.dumps(label, ensure_ascii=False))
+        if tail:
+            tail = f"(?:{item}(?:,{tail})?|{tail})"
+        else:
+            tail = f"(?:{item})"
+    body = f"(?:{tail})?" if tail else ""
+    return re.escape('{"labels":[') + body + re.escape("]}")
 
 
 def test_yes_no_grammars_are_recognized() -> None:

@@ -49,6 +49,7 @@ class RecordingEngine:
         self.calls: list[dict[str, Any]] = []
         self.shutdowns = 0
         self.fail_when: Any = None  # prompt substring -> raise ValueError (a 4xx abort)
+        self.fail_with: list[Exception] = []  # raised one per call, first to last (then answers again)
         self.yes_logprob = -0.2
         self.no_logprob = -1.8
 
@@ -73,6 +74,8 @@ class RecordingEngine:
                                return_logprob=return_logprob, top_logprobs_num=top_logprobs_num,
                                token_ids_logprob=token_ids_logprob, extra=kwargs))
         await asyncio.sleep(0)
+        if self.fail_with:
+            raise self.fail_with.pop(0)
         if self.fail_when and self.fail_when in (prompt or ""):
             raise ValueError("Image could not be loaded (simulated 4xx abort)")
         params = sampling_params or {}

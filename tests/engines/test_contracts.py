@@ -23,6 +23,7 @@ from builder.engines.http import HttpEngine
 from builder.engines.sglang_engine import SglangEngine
 from builder.prompts.constraints import Constraint
 from builder.prompts.render import chat
+from builder.prompts.scoring import YesNoIds
 
 pytestmark = pytest.mark.pypi
 
@@ -193,7 +194,7 @@ def test_serve_sim_accepts_no_sampling_key_sglang_refuses(contract: Contract) ->
 def test_sglang_engine_calls_use_only_async_generate_params(contract: Contract) -> None:
     engine = SglangEngine(model="m")
     engine.processor = FakeProcessor()
-    engine.yes_ids, engine.no_ids = YES_IDS, NO_IDS
+    engine.ids = YesNoIds(tuple(YES_IDS), tuple(NO_IDS))
     for name, request in requests():
         args = engine.call_args(request)
         assert set(args) <= contract.async_generate_params, name
@@ -276,3 +277,22 @@ def test_chat_bodies_have_the_shape_servers_accept(contract: Contract, api: str,
             items = body["response_format"]["json_schema"]["schema"]["properties"]["labels"]
             assert items["items"]["enum"] == list(OPTIONS) and items["maxItems"] == len(OPTIONS)
             assert "ebnf" not in body and "structured_outputs" not in body
+
+
+def test_shipped_server_args_list_matches_the_wheel(contract: Contract) -> None:
+    """`tagllm recipe check` checks engine.args against a shipped list: it must be the wheel's."""
+    from builder.engines.sglang_params import server_arg_names
+
+    assert server_arg_names() == contract.server_args
+
+
+def test_recipe_check_names_an_unknown_sglang_arg() -> None:
+    from types import SimpleNamespace
+
+    from builder.engines.registry import check_engine_spec
+    from builder.errors import UserError
+
+    check_engine_spec(SimpleNamespace(kind="sglang", args={"tp_size": 2, "max_pixels": 10, "dp_size": 2}))
+    with pytest.raises(UserError, match="engine.args: tensor_parallel: not a field of sglang's ServerArgs"):
+        check_engine_spec(SimpleNamespace(kind="sglang", args={"tp_size": 2, "tensor_parallel": 2}))
+    check_engine_spec(SimpleNamespace(kind="http", args={"anything": 1}))  # only sglang args are ServerArgs

@@ -13,6 +13,7 @@ from builder.engines.base import Request
 from builder.engines.sglang_engine import SglangEngine
 from builder.errors import RunError
 from builder.prompts.constraints import Constraint, subset_ebnf
+from builder.prompts.scoring import YesNoIds
 
 OPTIONS = ("car", "bus", "truck")
 
@@ -60,8 +61,9 @@ def test_engine_args_and_lifecycle() -> None:
         assert args["mem_fraction_static"] == 0.85 and args["context_length"] == 8192
         assert args["mm_process_config"] == {"image": {"max_pixels": 802816}}
         assert args["disable_radix_cache"] is True  # other ServerArgs pass through
-        assert args["log_level"] == "error"
-        assert engine.yes_ids == YES_IDS and engine.no_ids == NO_IDS
+        assert args["log_level"] == "warning"  # loading progress stays visible
+        assert args["mm_preprocess_cache_size_mb"] == 512  # one image preprocessed once, not per question
+        assert list(engine.ids.yes) == YES_IDS and list(engine.ids.no) == NO_IDS
         await engine.close()
         await engine.close()
 
@@ -96,7 +98,8 @@ def test_requests_of_one_image_go_together_and_params_are_right() -> None:
         assert prompt.index("<|image_pad|>") < prompt.index("Which" if "Which" in prompt else "Is there")
         params = call["sampling_params"]
         if call["return_logprob"]:
-            assert params == {"max_new_tokens": 1, "temperature": 0.0}
+            assert params == {"max_new_tokens": 1, "temperature": 0.0, "top_p": 1.0, "top_k": -1,
+                              "repetition_penalty": 1.0}  # explicit: never the model's generation_config
             assert call["token_ids_logprob"] == YES_IDS + NO_IDS
             assert call["top_logprobs_num"] is None
         else:
@@ -155,7 +158,7 @@ def test_top_logprobs_fallback_when_no_single_token_yes_no() -> None:
 
     async def go() -> Any:
         await engine.start()
-        engine.yes_ids, engine.no_ids = [], []
+        engine.ids = YesNoIds((), ())
         try:
             return (await engine.generate([stage2(b"img")]))[0]
         finally:
@@ -224,3 +227,48 @@ def test_import_does_not_pull_heavy_modules() -> None:
             "print(sorted(m for m in ('torch', 'transformers', 'sglang', 'xgrammar') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_second_live_engine_in_one_process_is_refused() -> None:
+    """SGLang allows one engine per process (shutdown kills the process tree)."""
+    first, _ = make_engine()
+    second = SglangEngine(model="/models/other-llm", engine_factory=lambda **kw: RecordingEngine(),
+                          processor_factory=lambda m, trust_remote_code=False: FakeProcessor())
+
+    async def go() -> None:
+        await first.start()
+        try:
+            with pytest.raises(RunError, match="one engine per process.*http engine"):
+                await second.start()
+        finally:
+            await first.close()
+        await second.start()  # the first is gone: now it may start
+        await second.close()
+
+    run(go())
+
+
+def test_http_style_aborts_are_transient_and_dp_routing_follows_the_image() -> None:
+    class Abort(Exception):
+        def __init__(self, status_code: int):
+            super().__init__("aborted")
+            self.status_code, self.detail = status_code, "aborted"
+
+    engine, made = make_engine(backoff=0.01)
+
+    async def go() -> list[Any]:
+        await engine.start()
+        made[0].fail_with = [Abort(503), Abort(400)]
+        try:
+            return await engine.generate([stage2(b"img"), stage2(b"img2")])
+        finally:
+            await engine.close()
+
+    results = run(go())
+    assert results[0].ok and results[0].attempts == 2  # the 503 was retried
+    assert not results[1].ok and "HTTP 400" in results[1].error and results[1].attempts == 1
+    dp = SglangEngine(model="m", dp_size=4)
+    dp.processor, dp.ids = FakeProcessor(), YesNoIds(tuple(YES_IDS), tuple(NO_IDS))
+    ranks = {dp.call_args(stage2(img))["routed_dp_rank"] for img in (b"a", b"a", b"a")}
+    assert len(ranks) == 1 and ranks <= set(range(4))
+    assert len({dp.call_args(stage2(bytes([i])))["routed_dp_rank"] for i in range(40)}) == 4

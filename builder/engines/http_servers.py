@@ -1,0 +1,96 @@
+"""What the http engine learns from a server before the first request: its kind and yes/no token ids.
+
+- Kind (`server_kind: auto`): `/v1/models` says `owned_by: "sglang"` or `"vllm"` on those
+  servers; otherwise SGLang answers `/model_info` (or `/get_model_info`) and vLLM `/version`.
+  Anything else is an "openai" server (hosted APIs, `tagllm serve-sim`, ...).
+- Yes/no ids: SGLang and vLLM both have `POST /tokenize`; the spellings that come back as one
+  token are the ids to ask logprobs for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from builder.prompts.scoring import SPELLINGS, YesNoIds, ids_from_tokenized
+
+Fetch = Callable[[str, str, Any], Awaitable[tuple[int, str, Any]]]
+
+
+def redact_url(url: str) -> str:
+    """A server URL without user:password@ (safe to show in cards and logs)."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def v1(server: str, path: str) -> str:
+    """OpenAI paths: a base URL that already ends in /v1 (hosted APIs) gets no second /v1."""
+    return path if server.endswith("/v1") else "/v1" + path
+
+
+def error_message(status: int, text: str) -> str:
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text[:200].strip() or f"HTTP {status}"
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:300]
+        if isinstance(err, str):
+            return err[:300]
+        for key in ("message", "detail"):
+            if body.get(key):
+                return str(body[key])[:300]
+    return text[:200]
+
+
+async def _json(fetch: Fetch, method: str, url: str, body: Any = None) -> Any:
+    try:
+        status, text, _ = await fetch(method, url, body)
+    except Exception:  # a probe that fails just says "not this kind"
+        return None
+    if status >= 400:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+async def detect_kind(fetch: Fetch, server: str) -> str:
+    """"sglang", "vllm" or "openai", from what the server itself says."""
+    models = await _json(fetch, "GET", server + v1(server, "/models"))
+    owners = {d.get("owned_by") for d in (models or {}).get("data") or [] if isinstance(d, dict)}
+    for kind in ("sglang", "vllm"):
+        if kind in owners:
+            return kind
+    if owners - {None}:
+        return "openai"  # someone else's models (a hosted API, serve-sim)
+    if await _json(fetch, "GET", server + "/model_info") or await _json(fetch, "GET", server + "/get_model_info"):
+        return "sglang"
+    version = await _json(fetch, "GET", server + "/version")
+    if isinstance(version, dict) and "version" in version:
+        return "vllm"
+    return "openai"
+
+
+async def tokenize_yes_no(fetch: Fetch, server: str, model: str) -> YesNoIds:
+    """The yes/no token ids from the server's `/tokenize` (empty when it has none)."""
+    tokenized: dict[str, list[int]] = {}
+    for word in SPELLINGS.values():
+        for text in word:
+            body = {"model": model, "prompt": text, "add_special_tokens": False}
+            answer = await _json(fetch, "POST", server + "/tokenize", body)
+            tokens = answer.get("tokens") if isinstance(answer, dict) else None
+            if tokens is None:
+                return YesNoIds((), ())
+            tokenized[text] = [int(t) for t in tokens if isinstance(t, int)]
+    return ids_from_tokenized(tokenized)
