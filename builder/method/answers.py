@@ -18,8 +18,9 @@ class Answer:
     request: Request
     result: Result
     value: Any = None
-    reason: str | None = None  # "engine" or "parse" when failed
+    reason: str | None = None  # "engine", "parse" or "no_score" when failed
     cached: bool = False
+    sampled: bool = False  # answered by a sampled variant of the request (see run.asker)
 
     @property
     def ok(self) -> bool:
@@ -29,4 +30,8 @@ class Answer:
 class Ask(Protocol):
     async def ask(self, requests: list[Request], parse: Callable[[Request, Result], Any]) -> list[Answer]:
         """One answer per request, in order, parsed by `parse` (or failed with a reason)."""
+        ...
+
+    def show_reference(self, image: bytes, labels: list[str] | None) -> None:
+        """The human labels of a prepared image, for a simulated engine only (real ones ignore it)."""
         ...

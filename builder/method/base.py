@@ -1,8 +1,9 @@
-"""The per-image loop every strategy shares, and the request builders they draw on.
+"""The per-image loop every strategy shares.
 
 `Strategy.tag` owns the loop: recorded source errors, image preparation, usage accounting and
 turning failed answers into a failed record. A strategy fills in one hook, `_label`, which asks
-the engine (through the `Ask`) and returns the candidates, scores and final labels.
+the engine (through the `Ask`, with requests built by `candidates` / `verify`) and returns the
+candidates, scores and final labels. Shared state lives in `TaggingContext` (`method.context`).
 """
 
 from __future__ import annotations
@@ -10,92 +11,14 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from builder.engines.base import Request, Result
 from builder.images import ImageProblem, prepare_image, sniff_extension
 from builder.method.answers import Answer, Ask
-from builder.prompts.constraints import Constraint, ParseError, parse_subset, parse_yesno
-from builder.prompts.render import Template, chat
+from builder.method.context import TaggingContext
 from builder.records import Item, Record
 
-if TYPE_CHECKING:
-    from builder.recipe.model import LoadedRecipe
-
-
-class TaggingContext:
-    """Vocabulary, concept sheet, thresholds and templates of a recipe, ready to build requests."""
-
-    def __init__(self, loaded: LoadedRecipe):
-        spec = loaded.recipe.tagging
-        self.loaded = loaded
-        self.vocab = loaded.vocab
-        self.concepts = loaded.concepts
-        self.system = spec.system_prompt
-        self.temperature = spec.temperature
-        self.stage1_max_tokens = spec.stage1_max_tokens
-        self.ensemble = spec.ensemble
-        self.stage1 = Template.load(loaded.path(spec.stage1_template), "stage1.j2")
-        self.stage1_alt = Template.load(None, "stage1_alt.j2")
-        self.stage2 = Template.load(loaded.path(spec.stage2_template), "stage2.j2")
-        self.all_in_one = Template.load(None, "all_in_one.j2")
-        self.open_ended = Template.load(None, "open_ended.j2")
-        self.max_pixels = loaded.recipe.engine.max_pixels
-        self.limit_pixels = loaded.recipe.output.max_image_pixels
-
-    def threshold(self, label: str) -> float:
-        return self.loaded.threshold(label)
-
-    def subset_request(self, template: Template, group: str, options: list[str], image: bytes,
-                       reference: list[str] | None, variant: int = 0) -> Request:
-        question = template.render(group=group, options=options)
-        return Request(
-            messages=chat(self.system, question), image=image,
-            constraint=Constraint("subset", tuple(options)),
-            max_tokens=max(self.stage1_max_tokens, 16 + 8 * len(options)),
-            temperature=self.temperature if variant < 2 else max(self.temperature, 0.7),
-            seed=variant or None, reference=reference, tag=f"subset:{group}:{variant}",
-        )
-
-    def group_requests(self, image: bytes, reference: list[str] | None) -> list[Request]:
-        """Stage 1: one request per group (times the ensemble size), all about the same image."""
-        out = []
-        for variant in range(self.ensemble):
-            template = self.stage1 if variant % 2 == 0 else self.stage1_alt
-            for group in self.vocab.groups:
-                names = [label.name for label in group.labels]
-                out.append(self.subset_request(template, group.name, names, image, reference, variant))
-        return out
-
-    def verify_question(self, label: str) -> str:
-        concept = self.concepts.concept(self.vocab, label)
-        return self.stage2.render(label=label, concept=concept, group=self.vocab.group_of(label))
-
-    def verify_request(self, label: str, image: bytes, reference: list[str] | None) -> Request:
-        """Stage 2: a one-token yes/no with the label's concept description, scored by logprobs."""
-        return Request(
-            messages=chat(self.system, self.verify_question(label)), image=image, constraint=Constraint("yesno"),
-            max_tokens=1, temperature=0.0, logprobs=True, reference=reference, tag=f"verify:{label}",
-        )
-
-    def free_request(self, image: bytes, reference: list[str] | None) -> Request:
-        question = self.open_ended.render(labels=self.vocab.names)
-        return Request(messages=chat(self.system, question), image=image, constraint=Constraint("free"),
-                       max_tokens=self.stage1_max_tokens, temperature=self.temperature,
-                       reference=reference, tag="open")
-
-
-def parse_subset_answer(request: Request, result: Result) -> list[str]:
-    return parse_subset(result.text, request.constraint.options)
-
-
-def parse_score(request: Request, result: Result) -> float:
-    """P(yes) from logprobs when the engine gave them, else 1/0 from the answer text."""
-    if result.yes_prob is not None:
-        if not 0.0 <= result.yes_prob <= 1.0:
-            raise ParseError(f"score {result.yes_prob} outside [0, 1]")
-        return float(result.yes_prob)
-    return 1.0 if parse_yesno(result.text) else 0.0
+__all__ = ["Outcome", "Strategy", "TaggingContext"]
 
 
 @dataclass
@@ -131,6 +54,7 @@ class Strategy(ABC):
         except ImageProblem as exc:
             return _fail(record, exc.reason, exc.detail)
         record.width, record.height = prepared.width, prepared.height
+        self.asker.show_reference(prepared.data, item.reference)  # read by a simulated engine only
         outcome = await self._label(item, prepared.data)
         record.raw = [_raw(a) for a in outcome.answers]
         record.usage = _usage(outcome.answers)
@@ -170,6 +94,10 @@ def _raw(answer: Answer) -> dict[str, Any]:
         out["error"] = answer.result.error
     if answer.cached:
         out["cached"] = True
+    if answer.sampled:
+        out["sampled"] = True  # a re-ask at another temperature/seed, after identical re-asks failed
+    if "score_bound" in answer.result.extra:
+        out["score_bound"] = True
     return out
 
 

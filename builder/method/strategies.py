@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import re
 
+from builder.engines.base import Request
 from builder.errors import UserError
 from builder.method.answers import Ask
-from builder.method.base import Outcome, Strategy, TaggingContext, parse_subset_answer
-from builder.method.candidates import generate_candidates
+from builder.method.base import Outcome, Strategy
+from builder.method.candidates import generate_candidates, parse_subset_answer, subset_request
+from builder.method.context import TaggingContext
 from builder.method.verify import verify_labels
+from builder.prompts.constraints import Constraint
+from builder.prompts.render import chat
 from builder.records import Item
 
 
@@ -25,11 +29,11 @@ class TagLLM(Strategy):
     name = "tagllm"
 
     async def _label(self, item: Item, image: bytes) -> Outcome:
-        candidates, stage1 = await generate_candidates(self.ctx, self.asker, image, item.reference)
+        candidates, stage1 = await generate_candidates(self.ctx, self.asker, image)
         outcome = Outcome(candidates=candidates, answers=stage1)
         if outcome.failure():
             return outcome
-        outcome.scores, stage2 = await verify_labels(self.ctx, self.asker, image, candidates, item.reference)
+        outcome.scores, stage2 = await verify_labels(self.ctx, self.asker, image, candidates)
         outcome.answers += stage2
         outcome.labels = self.keep(outcome.scores)
         return outcome
@@ -42,7 +46,7 @@ class YesNo(Strategy):
 
     async def _label(self, item: Item, image: bytes) -> Outcome:
         names = self.ctx.vocab.names
-        scores, answers = await verify_labels(self.ctx, self.asker, image, names, item.reference)
+        scores, answers = await verify_labels(self.ctx, self.asker, image, names)
         return Outcome(candidates=list(names), scores=scores, answers=answers, labels=self.keep(scores))
 
 
@@ -53,7 +57,7 @@ class AllInOne(Strategy):
 
     async def _label(self, item: Item, image: bytes) -> Outcome:
         names = self.ctx.vocab.names
-        request = self.ctx.subset_request(self.ctx.all_in_one, "all", names, image, item.reference)
+        request = subset_request(self.ctx, self.ctx.all_in_one, "all", names, image)
         (answer,) = await self.asker.ask([request], parse_subset_answer)
         outcome = Outcome(answers=[answer])
         if answer.ok:
@@ -85,13 +89,20 @@ def map_free_text(ctx: TaggingContext, text: str) -> tuple[list[str], list[str]]
     return [n for n in ctx.vocab.names if n in found], unmapped
 
 
+def free_request(ctx: TaggingContext, image: bytes) -> Request:
+    """The open-ended baseline's one question: name the objects, no constraint."""
+    messages = ctx.memo("open", lambda: chat(ctx.system, ctx.open_ended.render(labels=ctx.vocab.names)))
+    return Request(messages=messages, image=image, constraint=Constraint("free"),
+                   max_tokens=ctx.stage1_max_tokens, temperature=ctx.temperature, tag="open")
+
+
 class OpenEnded(Strategy):
     """A free list of objects, mapped to the vocabulary; what does not map is kept and counted."""
 
     name = "open-ended"
 
     async def _label(self, item: Item, image: bytes) -> Outcome:
-        (answer,) = await self.asker.ask([self.ctx.free_request(image, item.reference)], lambda r, res: res.text)
+        (answer,) = await self.asker.ask([free_request(self.ctx, image)], lambda r, res: res.text)
         outcome = Outcome(answers=[answer])
         if answer.ok:
             labels, unmapped = map_free_text(self.ctx, answer.value)

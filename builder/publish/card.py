@@ -11,6 +11,7 @@ from huggingface_hub import DatasetCardData
 
 from builder import __version__
 from builder.method.base import TaggingContext
+from builder.method.verify import verify_question
 from builder.prompts.constraints import format_subset
 from builder.publish import layout
 from builder.publish.corrections import review_summary
@@ -111,7 +112,7 @@ def render_card(out: Path, template: Path | None = None, repo_id: str | None = N
         "example_group": first_group.name,
         "example_answer": format_subset(group_names[:2]),
         "stage1_example": ctx.stage1.render(group=first_group.name, options=group_names),
-        "stage2_example": ctx.verify_question(vocab.names[0]),
+        "stage2_example": verify_question(ctx, vocab.names[0]),
         "label_rows": rows,
         "has_reference": bool(stats.get("with_reference")),
         "pairs": top_pairs(stats),

@@ -120,6 +120,10 @@ class OutputSpec(Strict):
     )
     samples_per_shard: int = Field(1000, ge=1, description="Records per shard; the shard is the unit of resume.")
     max_image_pixels: int = Field(100_000_000, ge=1, description="Larger images fail with 'too_large'.")
+    max_failed_fraction: float = Field(
+        0.5, ge=0, le=1, description="`tagllm build` exits non-zero when more items than this fraction fail "
+                                     "(or none is ok); the output stays resumable.",
+    )
     include_failed: bool = Field(
         False, description="Also put failed items in the shards and HF data (with status and error); "
                            "the index always has them.",
@@ -154,7 +158,8 @@ class CostSpec(Strict):
     human_price_per_image: float | None = Field(
         None, ge=0, description="USD per image for human multi-label annotation; no default (only when set)."
     )
-    gpus: int = Field(1, ge=1, description="GPUs behind the engine; GPU-seconds = wall seconds x gpus.")
+    gpus: int | None = Field(None, ge=1, description="GPUs behind the engine; GPU-seconds = wall seconds x gpus. "
+                             "Unset: the engine's own count (sglang tp x dp, http: one per server), else 1.")
 
 
 class Recipe(Strict):

@@ -1,8 +1,12 @@
 """Send requests through the cache to the engine, and re-ask when an answer does not parse.
 
-Only answers that parse are cached, so a resumed or retried run asks again for anything that
-failed. A re-ask changes the seed (and samples) so a greedy model gets a chance to answer
-differently; after `parse_retries` the request counts as a parse failure.
+Faults cost retries, never different answers: an answer that does not fit its constraint (empty,
+malformed, outside the label set) is re-asked with the *identical* request, up to `parse_retries`
+times. Only after that, and only when `sampled_reask` is on, one sampled variant (another seed,
+temperature 0.7) is tried, and its answer is marked `sampled` in the raw answers. A yes/no answer
+without a usable logprob is `no_score` at once: asking again would get the same answer.
+
+Only answers that parse are cached, so a resumed or retried run asks again for anything that failed.
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ from typing import Any
 from builder.engines.base import Engine, Request, Result
 from builder.method.answers import Answer
 from builder.prompts.constraints import ParseError
+from builder.prompts.scoring import NoScore
 from builder.run.cache import RequestCache, request_key
+
+SAMPLED_TEMPERATURE = 0.7
 
 
 class Asker:
     def __init__(self, engine: Engine, cache: RequestCache | None, vocab_digest: str, parse_retries: int = 2,
-                 gpus: int = 1):
+                 gpus: int = 1, sampled_reask: bool = False):
         self.engine = engine
+        self.sampled_reask = sampled_reask
         self.gpus = gpus
         self._busy = BusyClock()
         self.cache = cache
@@ -30,6 +38,12 @@ class Asker:
         self.parse_retries = parse_retries
         self.engine_id = _engine_id(engine)
         self.counts: Counter[str] = Counter()
+
+    def show_reference(self, image: bytes, labels: list[str] | None) -> None:
+        """Hand a prepared image's human labels to a simulated engine (real engines have no such hook)."""
+        learn = getattr(self.engine, "learn_reference", None)
+        if learn is not None:
+            learn(image, labels)
 
     async def ask(self, requests: list[Request], parse: Callable[[Request, Result], Any]) -> list[Answer]:
         answers: list[Answer | None] = [None] * len(requests)
@@ -57,30 +71,46 @@ class Asker:
                 i, sent = batch[j]
                 spent[i] += self._busy.share() * self.gpus
                 result.gpu_seconds, result.gpus = round(spent[i], 6), self.gpus
+                sampled = sent is not requests[i]
                 self.counts["sent"] += result.attempts
                 self.counts["retries"] += result.attempts - 1
                 if not result.ok:
-                    answers[i] = Answer(requests[i], result, reason="engine")
+                    answers[i] = Answer(requests[i], result, reason="engine", sampled=sampled)
                     return
                 try:
                     value = parse(sent, result)
+                except NoScore as exc:
+                    result.error = str(exc)
+                    answers[i] = Answer(requests[i], result, reason="no_score", sampled=sampled)
+                    return
                 except ParseError as exc:
-                    if attempt < self.parse_retries:
-                        retry[i] = _reask(requests[i], attempt + 1)
+                    again = self._again(requests[i], attempt)
+                    if again is not None:
+                        retry[i] = again
                         self.counts["parse_retries"] += 1
                     else:
                         result.error = f"answer does not fit the constraint: {exc}"
-                        answers[i] = Answer(requests[i], result, reason="parse")
+                        answers[i] = Answer(requests[i], result, reason="parse", sampled=sampled)
                     return
-                if self.cache is not None:
+                if self.cache is not None and not sampled:
                     self.cache.put(keys[i], result)
-                answers[i] = Answer(requests[i], result, value)
+                answers[i] = Answer(requests[i], result, value, sampled=sampled)
 
             with self._busy:
                 await self.engine.generate([r for _, r in batch], on_result=settle)
             pending = retry
             attempt += 1
         return [a for a in answers if a is not None]
+
+    def _again(self, request: Request, attempt: int) -> Request | None:
+        """The request to send after a malformed answer: the same one, then maybe a sampled one."""
+        if attempt < self.parse_retries:
+            return request
+        if self.sampled_reask and attempt == self.parse_retries:
+            self.counts["sampled_reasks"] += 1
+            return dataclasses.replace(request, seed=(request.seed or 0) + 1000,
+                                       temperature=max(request.temperature, SAMPLED_TEMPERATURE))
+        return None
 
 
 class BusyClock:
@@ -105,11 +135,6 @@ class BusyClock:
         now = time.perf_counter()
         share, self.last = now - self.last, now
         return share
-
-
-def _reask(request: Request, attempt: int) -> Request:
-    return dataclasses.replace(request, seed=(request.seed or 0) + 1000 * attempt,
-                               temperature=max(request.temperature, 0.7))
 
 
 def _engine_id(engine: Engine) -> str:

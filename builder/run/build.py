@@ -254,7 +254,8 @@ def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any]
     shard_stats = [layout.read_json(layout.shard_stats_path(out, s)) for s in layout.completed_shards(out)]
     stats = merge(shard_stats)
     c = loaded.recipe.cost
-    stats["cost"] = cost_report(stats, c.gpu_price_per_hour, c.human_price_per_image, c.gpus)
+    gpus = c.gpus or int((engine_info or {}).get("gpus") or 1)
+    stats["cost"] = cost_report(stats, c.gpu_price_per_hour, c.human_price_per_image, gpus)
     if engine_info is None and (out / layout.MANIFEST).is_file():
         engine_info = layout.read_json(out / layout.MANIFEST).get("engine")
     stats["engine"] = engine_info or {}
@@ -269,6 +270,20 @@ async def _cancel_other_tasks() -> None:
     for task in others:
         task.cancel()
     await asyncio.gather(*others, return_exceptions=True)
+
+
+def failure_report(result: BuildResult, max_failed_fraction: float) -> str | None:
+    """Why a build counts as failed (no ok item, or more failed than allowed), or None when it is fine.
+
+    The reasons with one example each are in the summary (`publish.failures.failure_lines`)."""
+    s = result.stats
+    images, ok, failed = s.get("images", 0), s.get("ok", 0), s.get("failed", 0)
+    if not images or (ok and failed <= max_failed_fraction * images):
+        return None
+    head = (f"no item of {images} is ok" if not ok else
+            f"{failed} of {images} items failed, more than output.max_failed_fraction={max_failed_fraction:g}")
+    return f"{head}; the output is kept: fix the cause, then rerun the same command (or tagllm retry-failed)"
+
 
 
 def _now() -> str:

@@ -107,6 +107,8 @@ def make_requests(loaded: Any, n: int) -> tuple[list[Any], int]:
     """At least n requests as a tagllm build makes them: 12 group questions + checks of the true labels."""
     from builder.images import prepare_image
     from builder.method.base import TaggingContext
+    from builder.method.candidates import group_requests
+    from builder.method.verify import verify_request
     from builder.sources import open_source
 
     ctx = TaggingContext(loaded)
@@ -115,8 +117,8 @@ def make_requests(loaded: Any, n: int) -> tuple[list[Any], int]:
     images = 0
     for item in open_source(recipe.source, loaded.vocab, loaded.base_dir):
         prepared = prepare_image(item.image, recipe.engine.max_pixels, recipe.output.max_image_pixels)
-        requests += ctx.group_requests(prepared.data, item.reference)
-        requests += [ctx.verify_request(label, prepared.data, item.reference) for label in item.reference or []]
+        requests += group_requests(ctx, prepared.data)
+        requests += [verify_request(ctx, label, prepared.data) for label in item.reference or []]
         images += 1
         if len(requests) >= n:
             break

