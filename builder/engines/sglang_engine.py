@@ -42,6 +42,7 @@ from builder.prompts.render import without_images
 from builder.prompts.scoring import WORD_IDS, YesNoIds, by_word, yes_no_token_ids, yes_probability
 
 DEFAULT_MM_CACHE_MB = 512  # multimodal preprocessing cache (SGLang's default for Qwen2.5-VL is 0: off)
+LPM_MAX_WAITING = 128  # SGLang's lpm policy turns into fcfs above this many waiting requests
 _LIVE: dict[str, Any] = {}  # the one started engine of this process: {"engine": SglangEngine}
 
 
@@ -84,6 +85,10 @@ class SglangEngine(Engine):
         base_keys = ("concurrency", "timeout", "retries", "backoff", "max_restarts")
         base = {k: kwargs.pop(k) for k in base_keys if k in kwargs}
         super().__init__(model=model, **base)
+        if schedule_policy == "lpm" and self.concurrency > LPM_MAX_WAITING:
+            print(f"sglang engine: concurrency {self.concurrency} lowered to {LPM_MAX_WAITING}: above that many "
+                  f"waiting requests SGLang's lpm policy falls back to fcfs", file=sys.stderr)
+            self.concurrency = LPM_MAX_WAITING
         self.server_args: dict[str, Any] = dict(
             tp_size=int(tp_size),
             dp_size=int(dp_size),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engines.standins import skip_or_fail
 
 SGLANG_VERSION = "0.5.23"
 
@@ -89,11 +90,11 @@ def sglang_source(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPath
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            pytest.skip(f"cannot download sglang=={SGLANG_VERSION} from PyPI for the contract tests: {exc}")
+            skip_or_fail(f"cannot download sglang=={SGLANG_VERSION} from PyPI for the contract tests: {exc}")
         wheels = sorted(folder.glob(f"sglang-{SGLANG_VERSION}-*.whl"))
         if done.returncode != 0 or not wheels:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no wheel"]
-            pytest.skip(f"cannot download sglang=={SGLANG_VERSION} from PyPI for the contract tests: {tail[0]}")
+            skip_or_fail(f"cannot download sglang=={SGLANG_VERSION} from PyPI for the contract tests: {tail[0]}")
     out: dict[str, str] = {}
     with zipfile.ZipFile(wheels[0]) as wheel:
         names = set(wheel.namelist())
