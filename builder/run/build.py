@@ -166,7 +166,7 @@ class Builder:
         try:
             manifest = self._prepare_out(engine, digest, earlier)
             cache = open_cache(self.out, self.cache_name)
-            asker = Asker(engine, cache, self.loaded.vocab.digest(), gpus=self.recipe.cost.gpus)
+            asker = Asker(engine, cache, self.loaded.vocab.digest(), gpus=gpu_count(self.loaded, engine.describe()))
             reporter = Reporter(total=source.total(), show=self.progress, requests=asker.counts)
             try:
                 strategy = make_strategy(self.recipe.tagging.strategy, ctx, asker, engine.simulated)
@@ -247,6 +247,11 @@ class Builder:
         return total, plan.skipped
 
 
+def gpu_count(loaded: LoadedRecipe, engine_info: dict[str, Any]) -> int:
+    """`cost.gpus` when the recipe sets it, else what the engine says (sglang tp x dp, http servers), else 1."""
+    return int(loaded.recipe.cost.gpus or engine_info.get("gpus") or 1)
+
+
 def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Totals, cost and the card, from what is on disk (also used after relabel / retry)."""
     from builder.publish.card import write_card
@@ -254,10 +259,10 @@ def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any]
     shard_stats = [layout.read_json(layout.shard_stats_path(out, s)) for s in layout.completed_shards(out)]
     stats = merge(shard_stats)
     c = loaded.recipe.cost
-    gpus = c.gpus or int((engine_info or {}).get("gpus") or 1)
-    stats["cost"] = cost_report(stats, c.gpu_price_per_hour, c.human_price_per_image, gpus)
     if engine_info is None and (out / layout.MANIFEST).is_file():
         engine_info = layout.read_json(out / layout.MANIFEST).get("engine")
+    stats["cost"] = cost_report(stats, c.gpu_price_per_hour, c.human_price_per_image,
+                                gpu_count(loaded, engine_info or {}))
     stats["engine"] = engine_info or {}
     _write_json(out / layout.STATS, stats)
     write_card(out)

@@ -28,7 +28,7 @@ from builder.publish import corrections, layout
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
 from builder.run.asker import Asker
-from builder.run.build import Builder, BuildResult, choose_engine_kind
+from builder.run.build import Builder, BuildResult, choose_engine_kind, gpu_count
 from builder.run.caches import open_cache
 from builder.run.progress import Reporter
 from builder.run.shards import WriterSink
@@ -79,7 +79,7 @@ class ShardWorker:
         """Tag and commit one shard; returns its stats and this process's id."""
         engine, source, cache, ctx = await self._start()
         recipe = self.loaded.recipe
-        asker = Asker(engine, cache, self.loaded.vocab.digest(), gpus=recipe.cost.gpus)  # own counts per shard
+        asker = Asker(engine, cache, self.loaded.vocab.digest(), gpus=gpu_count(self.loaded, engine.describe()))
         strategy = make_strategy(recipe.tagging.strategy, ctx, asker, engine.simulated)
         writers = make_writers(self.out, self.loaded.vocab, recipe.output.formats, recipe.output.include_failed)
         window = self.window or max(4, min(engine.concurrency, 256))
