@@ -49,7 +49,8 @@ def test_a_build_where_every_item_fails_exits_non_zero_and_says_why(write_recipe
     for i in range(3):
         (folder / f"b{i}.jpg").write_bytes(b"not an image at all")
     recipe = write_recipe(source={"kind": "folder", "path": str(folder)})
-    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--no-progress"])
+    result = CliRunner().invoke(main, ["build", str(recipe), "--out", str(tmp_path / "out"), "--no-progress",
+                                       "--set", "engine.simulation.allow_unlabeled=true"])
     assert result.exit_code != 0
     assert "build failed: no item of 3 is ok" in result.output
     assert "decode 3, e.g. b0" in result.output  # the top reason with one example
