@@ -13,6 +13,8 @@ import io
 import math
 import re
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -52,8 +54,18 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def prepare_image(data: bytes | None, max_pixels: int, limit_pixels: int, quality: int = 90) -> Prepared:
-    """Normalize for the engine. Raises ImageProblem with a FAIL_REASONS reason."""
+def _upright_size(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """The size after EXIF rotation: orientations 5-8 swap width and height."""
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def prepare_image(data: bytes | None, max_pixels: int, limit_pixels: int, quality: int = 90,
+                  budget: Callable[[int], AbstractContextManager] | None = None) -> Prepared:
+    """Normalize for the engine. Raises ImageProblem with a FAIL_REASONS reason.
+
+    `budget(pixels)`, when given, is held around the decode (see `builder.decoding`): the header
+    is read first, so the pixels of a decode are known before any memory is spent on them.
+    """
     if data is None:
         raise ImageProblem("missing", "no image bytes")
     if len(data) == 0:
@@ -62,27 +74,50 @@ def prepare_image(data: bytes | None, max_pixels: int, limit_pixels: int, qualit
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
-            if img.width * img.height > limit_pixels:
+            pixels = img.width * img.height
+            if pixels > limit_pixels:
                 raise ImageProblem("too_large", f"{img.width}x{img.height} is over the limit of {limit_pixels} pixels")
             img.seek(0)
-            img.load()  # a full decode: truncated or corrupt files fail here, not at the engine
-            upright = img.getexif().get(0x0112, 1) == 1
-            as_is = img.format == "JPEG" and img.mode == "RGB" and upright and img.width * img.height <= max_pixels
-            img = ImageOps.exif_transpose(img) or img
-            img = _to_rgb(img)
+            orientation = img.getexif().get(0x0112, 1)
+            width, height = _upright_size(img.width, img.height, orientation)
+            as_is = img.format == "JPEG" and img.mode == "RGB" and orientation == 1 and pixels <= max_pixels
+            with budget(pixels) if budget is not None else nullcontext():
+                return _decode(img, data, as_is, width, height, max_pixels, quality)
     except ImageProblem:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageProblem("decode", f"cannot decode image: {_plain(exc)}") from exc
-    width, height = img.size
-    if as_is:  # already what an engine wants: skip the re-encode
-        return Prepared(data, width, height)
+
+
+def _decode(img: Image.Image, data: bytes, as_is: bool, width: int, height: int, max_pixels: int,
+            quality: int) -> Prepared:
+    """Decode (truncated or corrupt files fail here, not at the engine) and re-encode when needed."""
+    target = (width, height)
     if width * height > max_pixels:
         factor = math.sqrt(max_pixels / (width * height))
-        img = img.resize((max(1, int(width * factor)), max(1, int(height * factor))), Image.Resampling.BICUBIC)
+        target = (max(1, int(width * factor)), max(1, int(height * factor)))
+    if img.format == "JPEG":
+        # DCT scaling: libjpeg still reads every coefficient (a truncated or corrupt stream fails as
+        # in a full decode) but skips most of the inverse transform. An as-is JPEG is only
+        # validated, so 1/8 scale is enough; a large one is decoded at the smallest scale that is
+        # still at least the target size, then resized.
+        wanted = (max(1, img.width // 8), max(1, img.height // 8)) if as_is else _stored(target, img, width)
+        img.draft(img.mode, wanted)
+    img.load()
+    if as_is:  # already what an engine wants: the original bytes, no re-encode
+        return Prepared(data, width, height)
+    img = ImageOps.exif_transpose(img) or img
+    img = _to_rgb(img)
+    if img.size != target:
+        img = img.resize(target, Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
     img.save(buffer, format="JPEG", quality=quality)
     return Prepared(buffer.getvalue(), width, height)
+
+
+def _stored(target: tuple[int, int], img: Image.Image, upright_width: int) -> tuple[int, int]:
+    """The target size in the stored (pre-rotation) orientation, which is what `draft` scales."""
+    return target if upright_width == img.width else (target[1], target[0])
 
 
 _OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")

@@ -8,12 +8,12 @@ candidates, scores and final labels. Shared state lives in `TaggingContext` (`me
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from builder.images import ImageProblem, prepare_image, sniff_extension
+from builder.decoding import decode_pool
+from builder.images import ImageProblem, sniff_extension
 from builder.method.answers import Answer, Ask
 from builder.method.context import TaggingContext
 from builder.records import Item, Record
@@ -50,7 +50,7 @@ class Strategy(ABC):
         if item.error:
             return _fail(record, item.error, item.detail or item.error)
         try:
-            prepared = await asyncio.to_thread(prepare_image, item.image, self.ctx.max_pixels, self.ctx.limit_pixels)
+            prepared = await decode_pool().prepare(item.image, self.ctx.max_pixels, self.ctx.limit_pixels)
         except ImageProblem as exc:
             return _fail(record, exc.reason, exc.detail)
         record.width, record.height = prepared.width, prepared.height

@@ -49,8 +49,9 @@ class Asker:
         answers: list[Answer | None] = [None] * len(requests)
         keys = [request_key(r, self.engine_id, self.vocab_digest) for r in requests]
         todo: list[int] = []
+        cache = self.cache  # `is not None`: the truth test of a cache must never count its rows
         for i, (request, key) in enumerate(zip(requests, keys)):
-            cached = self.cache.get(key) if self.cache else None
+            cached = cache.get(key) if cache is not None else None
             if cached is not None:
                 try:
                     answers[i] = Answer(request, cached, parse(request, cached), cached=True)

@@ -236,7 +236,8 @@ class Builder:
 
         def sink(shard: int) -> WriterSink:
             self._rewritten.add(shard)
-            return WriterSink(out, shard, writers, asker.counts, engine.simulated, on_record, tally, fix)
+            return WriterSink(out, shard, writers, asker.counts, engine.simulated, on_record, tally, fix,
+                              durable=asker.cache.commit if asker.cache is not None else None)
 
         await walk_shards(plan.jobs, strategy.tag, window, sink)
         total = plan.total or 0

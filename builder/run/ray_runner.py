@@ -86,7 +86,8 @@ class ShardWorker:
         job = ShardJob(shard, source.shard(shard, recipe.output.samples_per_shard))
         fix = corrections.corrector(self.out, self.loaded.vocab.names)
         done = await walk_shards([job], strategy.tag, window,
-                                 lambda k: WriterSink(self.out, k, writers, asker.counts, engine.simulated, fix=fix))
+                                 lambda k: WriterSink(self.out, k, writers, asker.counts, engine.simulated, fix=fix,
+                                                   durable=asker.cache.commit))
         return {"shard": shard, "pid": os.getpid(), "stats": done[0] if done else None}
 
     async def close(self) -> None:

@@ -95,8 +95,10 @@ class WriterSink(ShardSink):
 
     def __init__(self, out: Path, shard: int, writers: list, counts: Any, simulated: bool,
                  on_record: Callable[[Record], None] | None = None, tally: dict[str, int] | None = None,
-                 fix: Callable[[Record, bytes | None], Record] | None = None):
+                 fix: Callable[[Record, bytes | None], Record] | None = None,
+                 durable: Callable[[], None] | None = None):
         self.out, self.shard, self.writers, self.fix = out, shard, writers, fix
+        self.durable = durable  # makes the request cache's answers durable (before the shard is renamed)
         self.counts, self.simulated, self.on_record = counts, simulated, on_record
         # `tally` holds the asker's counts at the previous commit of the same walk (shared by its sinks)
         self.tally = tally if tally is not None else {"sent": 0, "retries": 0}
@@ -115,6 +117,8 @@ class WriterSink(ShardSink):
 
     def commit(self, wall_seconds: float) -> dict[str, Any]:
         """Rename every file of the shard into place, then write its stats (the completion mark)."""
+        if self.durable is not None:
+            self.durable()  # every answer is committed before any file of its shard is
         for w in self.writers:
             w.end_shard()
         # Requests are counted between commits: with shards overlapping in the window the split

@@ -6,15 +6,23 @@ would otherwise drop a PNG after JPEGs. Both `webdataset` and `datasets` decode 
 Member names are made safe for tar and for every reader: no control characters, no leading '-',
 no '.' or '/' inside the key (a changed key gets a short hash of the original, which stays in
 the record).
+
+The tars are written with the standard library's `tarfile` in webdataset's layout (one member per
+field, a sample's members adjacent and in sorted order, read-only mode bits), so
+`webdataset.WebDataset` reads them as its own: `import webdataset` would import torch (~0.5 GB of
+RSS and seconds per process start) for a writer that only needs `tarfile`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import re
+import tarfile
+import time
 from pathlib import Path
-
-import webdataset as wds
+from typing import BinaryIO
 
 from builder.publish import layout
 from builder.publish.writers.base import Writer
@@ -32,6 +40,27 @@ def member_key(key: str) -> str:
     return f"{safe}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
+class TarSamples:
+    """Append samples (`{ext: bytes}` under one key) to an open binary stream as tar members."""
+
+    def __init__(self, stream: BinaryIO, mtime: float | None = None):
+        self._tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
+        self._mtime = int(time.time() if mtime is None else mtime)
+
+    def write(self, key: str, fields: dict[str, bytes]) -> None:
+        """`key` must already be a safe member name (`member_key`): webdataset splits names at dots."""
+        for ext in sorted(fields):
+            data = fields[ext]
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            info.mtime = self._mtime
+            info.mode = 0o444
+            self._tar.addfile(info, io.BytesIO(data))
+
+    def close(self) -> None:
+        self._tar.close()
+
+
 class WebDatasetWriter(Writer):
     format = "webdataset"
 
@@ -40,13 +69,14 @@ class WebDatasetWriter(Writer):
 
     def _open(self, path: Path) -> None:
         self._stream = open(path, "wb")
-        self._tar = wds.TarWriter(self._stream)
+        self._tar = TarSamples(self._stream)
 
     def _write(self, record: Record, image: bytes | None) -> None:
-        sample: dict = {"__key__": member_key(record.key), "json": record.to_sample_json()}
+        record_json = json.dumps(record.to_sample_json(), ensure_ascii=False, separators=(",", ":"))
+        fields = {"json": record_json.encode("utf-8")}
         if image:
-            sample[IMAGE_MEMBER] = image
-        self._tar.write(sample)
+            fields[IMAGE_MEMBER] = image
+        self._tar.write(member_key(record.key), fields)
 
     def _close(self) -> None:
         self._tar.close()
