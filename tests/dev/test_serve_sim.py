@@ -133,3 +133,18 @@ def test_start_server_in_a_running_loop() -> None:
     data = asyncio.run(go())
     assert data["requests"]["ready"] == 1 and data["same"] == 1
     assert "api_key" not in data["options"]
+
+
+def test_image_prefix_hits_count_recently_seen_images() -> None:
+    import base64
+
+    def ask(url: str, image: bytes) -> None:
+        body = {"text": "Which?", "image_data": "data:image/jpeg;base64," + base64.b64encode(image).decode(),
+                "sampling_params": {"max_new_tokens": 8}}
+        assert httpx.post(url + "/generate", json=body).status_code == 200
+
+    with running_sim_server(vocab=VOCAB, prefix_cache_images=2) as url:
+        for image in (b"a", b"a", b"b", b"c", b"a", b"c"):  # 'a' falls out when 'c' arrives (LRU of 2)
+            ask(url, image)
+        stats = httpx.get(url + "/stats").json()
+    assert (stats["image_prefix_hits"], stats["image_prefix_misses"]) == (2, 4)
