@@ -26,6 +26,7 @@ from builder.engines.base import Engine, Request, Result
 from builder.publish import layout
 from builder.recipe.model import load_recipe
 from builder.run.build import Builder
+from builder.run.cache import BATCH
 from builder.run.maintain import relabel, retry_failed
 
 NAMES = [label["name"] for g in SMALL_VOCAB["groups"] for label in g["labels"]]
@@ -99,8 +100,10 @@ def test_sigkill_at_random_points_then_resume_is_identical(tmp_path, small_vocab
     assert comparable(tmp_path / "killed") == comparable(tmp_path / "clean"), f"seed {seed}"
     clean_sends = (tmp_path / "clean.journal").read_text().split()
     killed_sends = Counter((tmp_path / "killed.journal").read_text().split())
-    resent = {k: n for k, n in killed_sends.items() if n > 1}
-    assert resent == {}, f"answered requests were sent again (seed {seed})"
+    # Answers are committed in batches (and always before their shard): a kill loses at most the
+    # uncommitted batch, which the next run asks again. Nothing else is sent twice.
+    resent = sum(n - 1 for n in killed_sends.values())
+    assert resent <= kills * BATCH, f"{resent} answered requests were sent again after {kills} kills (seed {seed})"
     assert set(killed_sends) == set(clean_sends)
     stats = json.loads((tmp_path / "killed" / "stats.json").read_text())
     assert stats["images"] == 40 == stats["ok"]

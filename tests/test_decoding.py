@@ -1,0 +1,61 @@
+"""The decode pool: bounded threads, a pixel budget that caps what is decoded at once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from builder.decoding import DecodePool, PixelBudget
+from builder.images import ImageProblem
+from tinydata import jpeg
+
+
+def test_the_budget_never_holds_more_than_its_total() -> None:
+    budget = PixelBudget(1000)
+    lock = threading.Lock()
+    seen = {"max": 0, "now": 0}
+
+    def work(pixels: int) -> None:
+        with budget.hold(pixels):
+            with lock:
+                seen["now"] += min(pixels, 1000)
+                seen["max"] = max(seen["max"], seen["now"])
+            time.sleep(0.01)
+            with lock:
+                seen["now"] -= min(pixels, 1000)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in (400, 400, 400, 5000, 300, 700)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert seen["max"] <= 1000 and budget.peak <= 1000 and budget.in_use == 0
+    assert seen["max"] > 400  # small images did decode side by side
+
+
+def test_prepare_runs_off_the_loop_and_keeps_failures_as_image_problems() -> None:
+    pool = DecodePool(workers=2, pixel_budget=200_000)
+    loop_thread = threading.get_ident()
+    threads: set[int] = set()
+    inner = pool.prepare_now
+
+    def spy(*args):  # noqa: ANN002
+        threads.add(threading.get_ident())
+        return inner(*args)
+
+    pool.prepare_now = spy  # type: ignore[method-assign]
+
+    async def go() -> list:
+        jobs = [pool.prepare(jpeg(i, (320, 240)), 10**7, 10**7) for i in range(8)]
+        jobs.append(pool.prepare(b"broken", 10**7, 10**7))
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    try:
+        results = asyncio.run(go())
+    finally:
+        pool.close()
+    assert all(r.width == 320 for r in results[:8])
+    assert isinstance(results[8], ImageProblem) and results[8].reason == "decode"
+    assert loop_thread not in threads and 1 <= len(threads) <= 2
+    assert pool.budget.peak <= 200_000 and pool.budget.in_use == 0
