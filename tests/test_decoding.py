@@ -6,9 +6,10 @@ import asyncio
 import threading
 import time
 
+from tinydata import jpeg
+
 from builder.decoding import DecodePool, PixelBudget
 from builder.images import ImageProblem
-from tinydata import jpeg
 
 
 def test_the_budget_never_holds_more_than_its_total() -> None:

@@ -6,9 +6,9 @@ import io
 
 import pytest
 from PIL import Image
+from tinydata import jpeg
 
 from builder.images import ImageProblem, prepare_image
-from tinydata import jpeg
 
 BIG = 10_000_000
 

@@ -129,6 +129,7 @@ def render_card(out: Path, template: Path | None = None, repo_id: str | None = N
         "calibration": _calibration(loaded),
         "thresholds_tuning": _thresholds_tuning(loaded),
         "review": review_summary(stats, out),
+        "disk": disk_usage(out),
     }
     return _template(template).render(**values)
 
@@ -162,6 +163,20 @@ def _thresholds_tuning(loaded: LoadedRecipe) -> dict[str, Any] | None:
 def _extra(manifest: dict[str, Any]) -> str:
     engine = (manifest.get("engine") or {}).get("engine")
     return {"sglang": "[sglang]", "transformers": "[hf]"}.get(engine, "")
+
+
+def disk_usage(out: Path) -> str:
+    """Measured size of each stored format: each keeps the original image bytes, so storing both repeats them."""
+    folders = (("webdataset", "webdataset"), ("hf parquet", layout.HF_DIR))
+    sizes = {name: sum(f.stat().st_size for f in (out / folder).rglob("*") if f.is_file())
+             for name, folder in folders if (out / folder).is_dir()}
+    if not sizes:
+        return "n/a"
+    text = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in sizes.items())
+    if len(sizes) == 2:
+        smaller = min(sizes.values()) or 1
+        text += f" (storing both: {sum(sizes.values()) / smaller:.2f}x the smaller one alone)"
+    return text
 
 
 def _wds_pattern(out: Path) -> str:

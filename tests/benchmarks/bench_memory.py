@@ -1,10 +1,11 @@
-"""Memory: peak RSS of a build over 1k vs 10k images -> ratio 10k/1k (streaming means no growth).
+"""Scale: a build of 20k vs 1k images. Peak RSS 20k/1k (goal <= 1.2) and the time per 1,000 images
+of the last shard / the first shard of the 20k build (goal <= 1.1): nothing may grow with the build.
 
 Each build runs in a fresh subprocess (so peaks do not mix), in-process `builder.run.build.Builder`,
 strategy tagllm, simulated engine (latency 0), formats webdataset + hf, 1000 records per shard,
 over generated 128x96 JPEGs with COCO-80 labels. The child reports its peak resident set
-(VmHWM from /proc/self/status, else ru_maxrss) and its RSS after imports, before the build.
-Goal: ratio <= 1.2.
+(VmHWM from /proc/self/status, else ru_maxrss), its RSS after imports (and whether torch got
+imported), and every shard's wall time from its stats json.
 
     .venv/bin/python tests/benchmarks/bench_memory.py [--quick] [--small N] [--large N]
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 import benchlib as bl
 
 GOAL = 1.2
+SCALE_GOAL = 1.1
 WIDTH, HEIGHT = 128, 96
 
 
@@ -72,7 +74,11 @@ def child(folder: Path, limit: int, out: Path, per_shard: int) -> None:
     started = time.perf_counter()
     result = bl.build(data, out)
     seconds = time.perf_counter() - started
-    print(json.dumps({"peak_mb": peak_mb(), "baseline_mb": baseline, "seconds": seconds,
+    from builder.publish import layout
+
+    walls = [json.loads(layout.shard_stats_path(out, i).read_text())["wall_seconds"] for i in range(result.shards)]
+    print(json.dumps({"peak_mb": peak_mb(), "baseline_mb": baseline, "seconds": seconds, "shard_walls": walls,
+                      "torch_after_build": "torch" in sys.modules,
                       "tagging_peak_mb": marks.get("tagging_peak_mb", 0.0), **imports,
                       "finalize_seconds": marks.get("finalize_seconds", 0.0),
                       "images": result.stats["images"], "ok": result.stats["ok"], "shards": result.shards}))
@@ -94,6 +100,7 @@ def measure(folder: Path, limit: int, per_shard: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 vs 1000 images, 100 per shard")
+    parser.add_argument("--scale-goal", type=float, default=SCALE_GOAL)
     parser.add_argument("--small", type=int)
     parser.add_argument("--large", type=int)
     parser.add_argument("--per-shard", type=int)
@@ -105,7 +112,7 @@ def main() -> None:
         child(args.child, args.limit, args.out, args.per_shard)
         return
     small = args.small or (100 if args.quick else 1000)
-    large = args.large or (1000 if args.quick else 10000)
+    large = args.large or (1000 if args.quick else 20000)
     per_shard = args.per_shard or (100 if args.quick else 1000)
     folder = bl.photo_folder(large, WIDTH, HEIGHT)
     a = measure(folder, small, per_shard)
@@ -118,6 +125,17 @@ def main() -> None:
         f"{a['peak_mb'] - a['baseline_mb']:.0f} MB; {WIDTH}x{HEIGHT} JPEGs, {per_shard} per shard, tagllm, "
         f"simulated engine, webdataset+hf; fresh process each",
         f"<= {GOAL}", ratio <= GOAL)
+    walls = b["shard_walls"]
+    first = walls[0]
+    full = walls[:-1] if large % per_shard else walls  # a short last shard is not comparable
+    last = full[-1]
+    bl.figure(
+        f"SCALE per-{per_shard}-image time, last shard / first shard ({large}-image build)", last / first,
+        f"shard 0 {first:.2f} s, shard {len(full) - 1} {last:.2f} s; every shard: "
+        f"{', '.join(f'{w:.1f}' for w in walls)} s; overall {b['images'] / b['seconds']:.0f} img/s",
+        f"<= {args.scale_goal}", last / first <= args.scale_goal)
+    bl.info(f"SCALE median shard {bl.median(full):.2f} s; slowest {max(full):.2f} s; last / median "
+            f"{last / bl.median(full):.3f} (the first shard also pays first-call costs)")
     bl.info(f"MEM peak before finalize_output (tagging + shard writing): {b['tagging_peak_mb']:.0f} / "
             f"{a['tagging_peak_mb']:.0f} MB (ratio {b['tagging_peak_mb'] / a['tagging_peak_mb']:.3f}); finalize_output "
             f"(stats, cost, card) raises the peak by {b['peak_mb'] - b['tagging_peak_mb']:.0f} / "
@@ -125,7 +143,8 @@ def main() -> None:
             f"{a['finalize_seconds']:.1f} s")
     bl.info(f"MEM RSS after imports {a['baseline_mb']:.0f} MB: builder.run.build {a['core_mb']:.0f} MB, then "
             f"builder.publish.writers.webdataset +{a['webdataset_mb']:.0f} MB (torch imported: {a['torch_loaded']}), "
-            f"builder.publish.writers.hf +{a['hf_mb']:.0f} MB")
+            f"builder.publish.writers.hf +{a['hf_mb']:.0f} MB; torch imported after the whole build: "
+            f"{b['torch_after_build']}")
     bl.info(f"MEM builds took {a['seconds']:.1f} s ({a['images'] / a['seconds']:.0f} img/s) and {b['seconds']:.1f} s "
             f"({b['images'] / b['seconds']:.0f} img/s); ok {a['ok']}/{a['images']}, {b['ok']}/{b['images']}; "
             f"shards {a['shards']}, {b['shards']}; throughput {large} vs {small}: "

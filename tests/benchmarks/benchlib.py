@@ -155,21 +155,40 @@ def build(data: dict[str, Any], out: Path, engine: Any = None) -> Any:
 
 
 # --- timing and reporting -------------------------------------------------------------------------
-def alternate(sides: dict[str, Callable[[], Any]], reps: int, on_rep: Callable[[str, int, float], None] | None = None
-              ) -> dict[str, list[float]]:
-    """Run the sides in turn, `reps` times each, reversing the order every other rep (ABBA...)."""
+def cpu_seconds() -> float:
+    """CPU time of this process so far, all threads, user + system."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def alternate(sides: dict[str, Callable[[], Any]], reps: int, on_rep: Callable[[str, int, float], None] | None = None,
+              cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """Run the sides in turn, `reps` times each, reversing the order every other rep (ABBA...).
+
+    Returns wall seconds per side; CPU seconds per side go into `cpu` when given.
+    """
     times: dict[str, list[float]] = {name: [] for name in sides}
     names = list(sides)
     for rep in range(reps):
         order = names if rep % 2 == 0 else names[::-1]
         for name in order:
+            cpu0 = cpu_seconds()
             started = time.perf_counter()
             sides[name]()
             elapsed = time.perf_counter() - started
             times[name].append(elapsed)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(cpu_seconds() - cpu0)
             if on_rep:
                 on_rep(name, rep, elapsed)
     return times
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of every file under a folder (0 when it does not exist)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
 def median(values: list[float]) -> float:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(HERE))
 
 import benchlib as bl  # noqa: E402
 
-SCRIPTS = ("overhead", "saturation", "mllm_work", "memory", "scaling", "label_issues")
+SCRIPTS = ("overhead", "saturation", "mllm_work", "memory", "scaling", "label_issues")  # memory also prints SCALE
 
 
 def main() -> int:

@@ -55,3 +55,14 @@ def test_building_and_the_cli_do_not_import_torch() -> None:
             "print('torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_card_says_what_each_format_costs_on_disk(build) -> None:
+    import re
+
+    result = build()
+    line = next(x for x in (result.out / "README.md").read_text().splitlines() if x.startswith("| Size on disk |"))
+    sizes = re.findall(r"(webdataset|hf parquet) ([\d.]+) MB", line)
+    assert [name for name, _ in sizes] == ["webdataset", "hf parquet"]
+    both = float(re.search(r"storing both: ([\d.]+)x", line).group(1))
+    assert 1.0 < both <= 2.5  # each format holds the image bytes once
