@@ -156,7 +156,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.images or (120 if args.quick else 2000)
     reps = args.reps or 3
-    n_prof = min(n, args.profile_images or (60 if args.quick else 1000))
+    n_prof = min(n, args.profile_images if args.profile_images is not None else (60 if args.quick else 1000))
     width, height = (320, 240) if args.quick else (640, 480)
 
     folder = bl.photo_folder(n, width, height)
