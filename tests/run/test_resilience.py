@@ -101,9 +101,9 @@ def test_sigkill_at_random_points_then_resume_is_identical(tmp_path, small_vocab
     clean_sends = (tmp_path / "clean.journal").read_text().split()
     killed_sends = Counter((tmp_path / "killed.journal").read_text().split())
     # Answers are committed in batches (and always before their shard): a kill loses at most the
-    # uncommitted batch, which the next run asks again. Nothing else is sent twice.
+    # uncommitted answers (two batches), which the next run asks again. Nothing else is sent twice.
     resent = sum(n - 1 for n in killed_sends.values())
-    assert resent <= kills * BATCH, f"{resent} answered requests were sent again after {kills} kills (seed {seed})"
+    assert resent <= kills * 2 * BATCH, f"{resent} answered requests were sent again after {kills} kills (seed {seed})"
     assert set(killed_sends) == set(clean_sends)
     stats = json.loads((tmp_path / "killed" / "stats.json").read_text())
     assert stats["images"] == 40 == stats["ok"]
