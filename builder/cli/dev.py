@@ -26,6 +26,8 @@ from builder.cli.common import SIM_BANNER, handle_errors
 @click.option("--hang-seconds", default=30.0, show_default=True, help="How long a 'timeout' fault hangs.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the fault draws.")
 @click.option("--model-name", default="tagllm-sim", show_default=True, help="Model name the server reports.")
+@click.option("--prefix-cache-images", default=256, show_default=True,
+              help="Images a prefix cache would hold; /stats counts image prefix hits against them.")
 @click.option("--api-key-env", help="Require the API key held in this environment variable.")
 @handle_errors
 def serve_sim(recipe: Path, host: str, port: int, api_key_env: str | None, **options: Any) -> None:

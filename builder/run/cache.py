@@ -110,9 +110,10 @@ class RequestCache:
         db = sqlite3.connect(str(self.path), check_same_thread=check_same_thread, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        # Keys are random hashes, so inserts touch pages all over the B-tree: keep them in memory
-        # (64 MiB) or every insert into a large cache reads from disk and the build slows down.
-        db.execute("PRAGMA cache_size=-65536")
+        # Keys are random hashes, so inserts touch pages all over the B-tree. 16 MiB of pages per
+        # connection keeps the hot ones; the rest come from the OS page cache, in the writer thread,
+        # off the event loop. (64 MiB made the peak RSS of a 20k-image build 1.28x a 1k one.)
+        db.execute("PRAGMA cache_size=-16384")
         return db
 
     def __bool__(self) -> bool:

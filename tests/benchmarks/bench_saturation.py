@@ -85,7 +85,10 @@ class SimServers:
             if profile_dir is not None:
                 cmd += ["-m", "cProfile", "-o", str(profile_dir / f"server{i}.prof")]
             cmd += ["-m", "builder", "serve-sim", str(recipe), "--port", str(port),
-                    "--latency", str(latency), "--capacity", str(capacity)]
+                    "--latency", str(latency), "--capacity", str(capacity),
+                    # about the images in flight at capacity C (15 requests each): what a server's
+                    # prefix cache could hold while busy, so routing that scatters an image shows
+                    "--prefix-cache-images", str(max(2, capacity // 8))]
             proc = subprocess.Popen(cmd, cwd=bl.REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             self.procs.append(proc)
             self.urls.append(f"http://127.0.0.1:{port}")
