@@ -1,11 +1,12 @@
 """Scale: a build of 20k vs 1k images. Peak RSS 20k/1k (goal <= 1.2) and the time per 1,000 images
 of the last shard / the first shard of the 20k build (goal <= 1.1): nothing may grow with the build.
 
-Each build runs in a fresh subprocess (so peaks do not mix), in-process `builder.run.build.Builder`,
+Per-shard times are measured between consecutive shard commits (CPU of the whole process, and
+wall). Each build runs in a fresh subprocess (so peaks do not mix), in-process `builder.run.build.Builder`,
 strategy tagllm, simulated engine (latency 0), formats webdataset + hf, 1000 records per shard,
 over generated 128x96 JPEGs with COCO-80 labels. The child reports its peak resident set
 (VmHWM from /proc/self/status, else ru_maxrss), its RSS after imports (and whether torch got
-imported), and every shard's wall time from its stats json.
+imported).
 
     .venv/bin/python tests/benchmarks/bench_memory.py [--quick] [--small N] [--large N]
 """
@@ -69,25 +70,26 @@ def child(folder: Path, limit: int, out: Path, per_shard: int) -> None:
             marks["finalize_seconds"] = time.perf_counter() - marks["finalize_start"]
 
     builder.run.build.finalize_output = timed_finalize
-    shard_cpu: list[float] = []
-    tag_shard = builder.run.build.Builder._shard
+    # CPU seconds (whole process) and wall seconds between consecutive shard commits: with one window
+    # across shards, that is the cost of the next 1,000 images whatever shard they belong to.
+    import builder.run.shards
 
-    async def cpu_timed_shard(self, *args, **kwargs):  # CPU seconds of the whole process per shard
-        cpu0 = bl.cpu_seconds()
-        try:
-            return await tag_shard(self, *args, **kwargs)
-        finally:
-            shard_cpu.append(bl.cpu_seconds() - cpu0)
+    marks_at: list[tuple[float, float]] = []
+    commit = builder.run.shards.WriterSink.commit
 
-    builder.run.build.Builder._shard = cpu_timed_shard
+    def marked_commit(self, *args, **kwargs):
+        marks_at.append((bl.cpu_seconds(), time.perf_counter()))
+        return commit(self, *args, **kwargs)
+
+    builder.run.shards.WriterSink.commit = marked_commit
     data = bl.recipe_data(folder, out, limit=limit, output={"samples_per_shard": per_shard},
                           engine={"simulation": {"latency": 0.0}})
     started = time.perf_counter()
+    marks_at.append((bl.cpu_seconds(), started))
     result = bl.build(data, out)
     seconds = time.perf_counter() - started
-    from builder.publish import layout
-
-    walls = [json.loads(layout.shard_stats_path(out, i).read_text())["wall_seconds"] for i in range(result.shards)]
+    shard_cpu = [b[0] - a[0] for a, b in zip(marks_at, marks_at[1:])]
+    walls = [b[1] - a[1] for a, b in zip(marks_at, marks_at[1:])]
     print(json.dumps({"peak_mb": peak_mb(), "baseline_mb": baseline, "seconds": seconds, "shard_walls": walls, "shard_cpu": shard_cpu,
                       "torch_after_build": "torch" in sys.modules,
                       "tagging_peak_mb": marks.get("tagging_peak_mb", 0.0), **imports,
