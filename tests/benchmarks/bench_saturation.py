@@ -151,7 +151,7 @@ def run_engine(urls: list[str], api: str, requests: list[Any], concurrency: int,
     from builder.engines.http import HttpEngine
 
     async def go() -> tuple[Window, int]:
-        engine = HttpEngine(servers=urls, api=api, concurrency=concurrency, vocab=vocab, timeout=60.0)
+        engine = HttpEngine(servers=urls, api=api, concurrency=concurrency, timeout=60.0)
         window = Window()
         window.wrap(engine)
         await engine.start()
@@ -186,7 +186,7 @@ def run_engine_routed(urls: list[str], api: str, requests: list[Any], concurrenc
     from builder.engines.http import HttpEngine
 
     async def go() -> tuple[Window, int]:
-        engine = HttpEngine(servers=urls, api=api, concurrency=concurrency, vocab=vocab, timeout=60.0)
+        engine = HttpEngine(servers=urls, api=api, concurrency=concurrency, timeout=60.0)
         if routing == "least-loaded":
             _least_loaded(engine)
         window = Window()
@@ -207,7 +207,7 @@ def plain_bodies(urls: list[str], api: str, requests: list[Any], vocab: Any) -> 
 
     from builder.engines.http import HttpEngine
 
-    engine = HttpEngine(servers=urls, api=api, concurrency=1, vocab=vocab, timeout=60.0)
+    engine = HttpEngine(servers=urls, api=api, concurrency=1, timeout=60.0)
     if api == "http-sglang":
         return [("/generate", json.dumps(engine.native_body(r)).encode()) for r in requests]
     return [("/v1/chat/completions", json.dumps(engine.chat_body(r)).encode()) for r in requests]
