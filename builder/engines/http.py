@@ -43,6 +43,7 @@ from builder.engines.http_wire import (
     render_chat,
 )
 from builder.errors import RunError, UserError
+from builder.images import image_digest
 from builder.prompts.scoring import YesNoIds
 
 __all__ = ["DEFAULT_IMAGE_TOKEN", "GENERIC_CHAT_TEMPLATE", "HttpEngine", "redact_url", "render_chat"]
@@ -124,11 +125,13 @@ class HttpEngine(Engine):
         connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency)
         return aiohttp.ClientSession(headers=self._headers(), connector=connector, timeout=timeout)
 
-    async def _fetch(self, method: str, url: str, body: Any = None,
-                     timeout: float | None = None) -> tuple[int, str, Any]:
+    async def _fetch(self, method: str, url: str, body: Any = None, timeout: float | None = None,
+                     headers: dict[str, str] | None = None) -> tuple[int, str, Any]:
         """(status, text, headers) of one call; aiohttp errors propagate to the caller."""
         assert self._client is not None
         kwargs: dict[str, Any] = {} if body is None else {"json": body}
+        if headers:
+            kwargs["headers"] = headers
         if timeout is not None:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
         async with self._client.request(method, url, **kwargs) as response:
@@ -284,7 +287,7 @@ class HttpEngine(Engine):
         self._sent[server] += 1
         started = time.perf_counter()
         try:
-            status, text, headers = await self._fetch("POST", server + path, body)
+            status, text, headers = await self._fetch("POST", server + path, body, headers=routing_key(request))
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
             raise EngineError(f"timeout talking to {redact_url(server)} ({type(exc).__name__})",
                               transient=True) from exc
@@ -310,3 +313,12 @@ class HttpEngine(Engine):
             result = read_chat(payload, request, self.wire)
         result.latency = time.perf_counter() - started
         return result
+
+
+# sglang-router's `--policy manual` sends requests with the same key to one worker: keyed by the
+# image, all requests about one image reach the replica that has its tokens cached.
+ROUTING_HEADER = "X-SMG-Routing-Key"
+
+
+def routing_key(request: Request) -> dict[str, str] | None:
+    return {ROUTING_HEADER: image_digest(request.image)[:32]} if request.image else None

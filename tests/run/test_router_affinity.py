@@ -104,3 +104,39 @@ def test_round_robin_splits_one_images_requests(workers) -> None:
     finally:
         stop(proc)
     assert set(seen["image-0"]) == {0, 1}, seen
+
+
+def test_tagllm_through_the_manual_router_keeps_each_image_on_one_worker(workers) -> None:
+    """The http engine sends the image digest as the routing key: through `--policy manual`, every
+    request about one image reaches one worker, so each worker misses an image's prefix once only."""
+    import asyncio
+
+    from tinydata import jpeg
+
+    from builder.engines.base import Request
+    from builder.engines.http import HttpEngine
+    from builder.prompts.constraints import Constraint
+
+    images = [jpeg(i) for i in range(12)]
+    requests = [Request(messages=[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"question {q}"}]}], image=image,
+                        constraint=Constraint("free"), max_tokens=4) for image in images for q in range(5)]
+    before = workers.stats()
+    proc, url = start_router(workers.urls, "manual")
+    try:
+        async def go():
+            engine = HttpEngine(servers=[url], api="http-sglang", concurrency=8, timeout=30.0)
+            await engine.start()
+            try:
+                return await engine.generate(requests)
+            finally:
+                await engine.close()
+
+        results = asyncio.run(go())
+    finally:
+        stop(proc)
+    after = workers.stats()
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
+    misses = sum(a["image_prefix_misses"] - b["image_prefix_misses"] for a, b in zip(after, before))
+    hits = sum(a["image_prefix_hits"] - b["image_prefix_hits"] for a, b in zip(after, before))
+    assert (misses, hits) == (len(images), len(requests) - len(images))
+    assert all(a["generation_requests"] > b["generation_requests"] for a, b in zip(after, before))  # both used
