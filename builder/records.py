@@ -17,6 +17,12 @@ FAIL_REASONS = (
 )
 
 
+# Key of `Item.ref` (and so of `Record.source`) listing the vocabulary labels a person checked and found
+# absent. Where a record has it, only those labels count as negatives in `tagllm eval`; the labels that are
+# neither in `reference` nor here were never checked (Open Images) or are ambiguous (VOC "difficult").
+VERIFIED_ABSENT = "verified_absent"
+
+
 @dataclass
 class Item:
     """One source item: a stable key, the original encoded bytes, and where it came from."""

@@ -27,12 +27,25 @@ class Strict(BaseModel):
 
 
 class SourceSpec(Strict):
-    kind: Literal["folder", "hf", "webdataset", "coco"] = Field(
-        description="Reader: image folder, Hugging Face dataset, WebDataset tars, or COCO instances JSON."
+    kind: Literal["folder", "hf", "webdataset", "coco", "voc", "nuswide", "openimages"] = Field(
+        description="Reader: image folder, Hugging Face dataset, WebDataset tars, COCO-style instances JSON "
+                    "(COCO, Objects365), PASCAL VOC, NUS-WIDE, or Open Images image-level labels."
     )
-    path: str = Field(description="Folder, dataset id / local dir, tar file(s) or brace pattern, or COCO image folder.")
-    annotations: str | None = Field(None, description="COCO: the instances JSON file.")
-    split: str = Field("train", description="HF: split to read.")
+    path: str = Field(description="Folder, dataset id / local dir, tar file(s) or brace pattern, COCO image folder, "
+                                  "VOC year folder (VOCdevkit/VOC2007), NUS-WIDE or Open Images image folder.")
+    annotations: str | None = Field(
+        None, description="COCO: the instances JSON file. NUS-WIDE: the folder with ImageList/, Groundtruth/ and "
+                          "Concepts81.txt. Open Images: the human-verified image-level labels CSV.")
+    split: str = Field("train", description="HF: split to read. VOC: ImageSets/Main/<split>.txt "
+                                            "(train, val, trainval, test). NUS-WIDE: Train or Test.")
+    classes: str | None = Field(None, description="Open Images: class descriptions CSV (MID -> display name); "
+                                                  "labels of other classes are left out.")
+    difficult: Literal["ignore", "positive", "negative"] = Field(
+        "ignore", description="VOC: a class seen only on objects marked difficult is left out of the metrics "
+                              "(ignore: the VOC benchmark), counted present, or counted absent.")
+    path_tail: int | None = Field(
+        None, ge=1, description="COCO: keep only the last N parts of file_name (Objects365 v2: 2, since its JSON "
+                                "says images/v1/patchN/x.jpg while the download holds patchN/x.jpg).")
     config: str | None = Field(None, description="HF: dataset configuration name.")
     streaming: bool = Field(False, description="HF: stream instead of downloading the whole split.")
     from_disk: bool = Field(False, description="HF: path is a `save_to_disk` folder.")
@@ -294,7 +307,7 @@ class LoadedRecipe:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-PATH_FIELDS = (("source", "path"), ("source", "annotations"), ("tagging", "stage1_template"),
+PATH_FIELDS = (("source", "path"), ("source", "annotations"), ("source", "classes"), ("tagging", "stage1_template"),
                ("tagging", "stage2_template"), ("tagging", "thresholds_file"))
 
 

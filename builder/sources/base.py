@@ -36,6 +36,9 @@ _READERS = {
     "hf": "builder.sources.hf:HFSource",
     "webdataset": "builder.sources.webdataset:WebDatasetSource",
     "coco": "builder.sources.coco:CocoSource",
+    "voc": "builder.sources.voc:VocSource",
+    "nuswide": "builder.sources.nuswide:NusWideSource",
+    "openimages": "builder.sources.openimages:OpenImagesSource",
 }
 
 

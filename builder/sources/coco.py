@@ -94,7 +94,10 @@ class CocoSource(Source):
             error, detail = "source", str(exc)
         if not file_name:
             return Item(key, None, ext, ref, reference, "source", f"image id {image_id} has no file_name")
-        data, read_error, read_detail = read_image_file(self.root / file_name)
+        on_disk = PurePosixPath(file_name)
+        if self.spec.path_tail:  # Objects365 v2: images/v1/patch8/x.jpg is patch8/x.jpg in the download
+            on_disk = PurePosixPath(*on_disk.parts[-self.spec.path_tail:])
+        data, read_error, read_detail = read_image_file(self.root / on_disk)
         if read_error:
             error, detail = read_error, read_detail
         return Item(key=key, image=data, ext=ext, ref=ref, reference=reference, error=error, detail=detail)

@@ -1,0 +1,45 @@
+"""Readers whose item order comes from a cheap listing (split files, image lists, label rows).
+
+The listing (names, ids and labels, never image bytes) is read once; an item's bytes are read only
+when that item is produced. So shard i of n (`_count`, `_slice`) reaches its items directly without
+touching the image files of other shards.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator
+from typing import Any
+
+from builder.records import Item
+from builder.sources.base import Source
+
+
+class ListedSource(Source):
+    """A reader fills `_listing` (one cheap entry per item, stable order) and `_item_for` (entry -> Item)."""
+
+    _cached: list[Any] | None = None
+
+    @abstractmethod
+    def _read_listing(self) -> list[Any]:
+        """Every item's entry, in the stable order; read listings and labels only, no image bytes."""
+
+    @abstractmethod
+    def _item_for(self, entry: Any) -> Item:
+        """The item of one entry: reads that one image."""
+
+    def _listing(self) -> list[Any]:
+        if self._cached is None:
+            self._cached = self._read_listing()
+        return self._cached
+
+    def _items(self) -> Iterator[Item]:
+        for entry in self._listing():
+            yield self._item_for(entry)
+
+    def _count(self) -> int | None:
+        return len(self._listing())
+
+    def _slice(self, start: int, stop: int) -> Iterator[Item]:
+        for entry in self._listing()[start:stop]:
+            yield self._item_for(entry)
