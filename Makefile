@@ -16,7 +16,7 @@ LS_STAMP := $(LS_VENV)/.installed-ls1.23-sdk2.1
 REVIEW_OUT ?= out/review-demo
 BUDGET ?= 8
 
-.PHONY: demo test test-slow test-ray test-real lint bench gpu-smoke install clean label-studio review-demo
+.PHONY: demo test test-slow test-ray test-real lint bench gpu-smoke install clean label-studio review-demo reproduce reproduce-coco
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +93,23 @@ gpu-smoke: $(STAMP)
 	$(PIP) install -q -e '.[sglang]'
 	$(VENV)/bin/tagllm build recipes/demo.yaml --engine sglang --model $(MODEL) --out out/gpu-smoke --overwrite
 	$(VENV)/bin/tagllm inspect out/gpu-smoke
+
+# The paper's experiment: label the train split with an MLLM (sglang + Qwen2.5-VL-7B unless MODEL/ENGINE say
+# otherwise), train the same classifier on MLLM and on human labels, test on val, print the table.
+#   make reproduce-coco DATA=/data/coco                       (COCO 2014 in its official layout)
+#   make reproduce DATASET=objects365 DATA=/data/objects365 MODEL=Qwen/Qwen2.5-VL-3B-Instruct
+#   make reproduce-coco DATA=... ENGINE=simulated REPRO_ARGS="--backbone tinycnn --epochs 2"   (no GPU)
+DATASET ?= coco
+DATA ?=
+ENGINE ?=
+REPRO_ARGS ?=
+reproduce: $(STAMP)
+	$(if $(filter simulated http,$(ENGINE)),,$(PIP) install -q -e '.[sglang]')
+	$(VENV)/bin/tagllm reproduce $(DATASET) $(if $(DATA),--data $(DATA)) $(if $(MODEL),--model $(MODEL)) \
+		$(if $(ENGINE),--engine $(ENGINE)) $(REPRO_ARGS)
+
+reproduce-coco:
+	$(MAKE) reproduce DATASET=coco
 
 clean:
 	rm -rf out .pytest_cache  # .cache/ (the Label Studio venv) is kept

@@ -52,6 +52,7 @@ from builder.analysis.samples import (
     source_items,
 )
 from builder.analysis.split import split_dev_heldout
+from builder.analysis.verified import apply_verified
 from builder.errors import UserError
 from builder.images import image_digest
 from builder.publish import layout
@@ -166,6 +167,7 @@ def evaluate(out_dir: str | Path, reference: str | Path | None = None,
         pred = apply_thresholds(scores, names, per_label_t)
     has_scores = bool(scores.any())
     result = _metrics(truth, pred, scores, vocab, has_scores)
+    apply_verified(result, evaluated, truth, pred, scores)  # partly verified human labels (Open Images, VOC)
     result.update({
         "output": out.name,  # published with the data: no local path
         "reference": str(reference) if reference is not None else "records",

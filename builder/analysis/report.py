@@ -126,6 +126,9 @@ def render_markdown(result: dict[str, Any], plots: list[str] | None = None) -> s
         f"{o['classes_without_positives']} classes without positives skipped{skipped_text}.", "",
         f"Conventions: {result['conventions']}", "",
     ]
+    if result.get("verified"):  # partly verified human labels (analysis/verified.py)
+        v = result["verified"]
+        lines += [f"{v['note']} Known pairs: {v['known_pairs']} of {v['pairs']}; {v['sweep_note']}.", ""]
     if not result["has_scores"]:
         lines += ["No stage-2 scores in these records: no mAP and no threshold tuning.", ""]
     lines += _tuning_lines(result)

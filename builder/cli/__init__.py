@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from builder import __version__
-from builder.cli import analyze, author, build, calibrate, dev, publish, recipe, review, train
+from builder.cli import analyze, author, build, calibrate, dev, publish, recipe, reproduce, review, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -17,7 +17,7 @@ def main() -> None:
 for command in (build.build, build.finalize, build.relabel, build.retry_failed, calibrate.calibrate, analyze.inspect,
                 analyze.eval_command, analyze.compare, train.train, train.compare_training_command,
                 publish.push, publish.card, dev.serve_sim, dev.dev, recipe.recipe, author.vocab, author.concepts,
-                author.init, review.issues, review.review):
+                author.init, review.issues, review.review, reproduce.reproduce):
     main.add_command(command)
 
 recipe.recipe.add_command(author.init)  # also `tagllm recipe init`
