@@ -8,7 +8,8 @@ SIMULATED_HEAD = ("SIMULATED - labels from the simulated engine (human labels pl
                   "test the pipeline only; they say nothing about any model.")
 QUALITY = ("CP", "CR", "CF1", "OP", "OR", "OF1", "mAP")
 COST = (("requests", "requests_per_image", "{:.1f}"), ("prompt tok", "prompt_tokens_per_image", "{:.0f}"),
-        ("cached tok", "cached_tokens_per_image", "{:.0f}"), ("completion tok", "completion_tokens_per_image", "{:.1f}"),
+        ("cached tok", "cached_tokens_per_image", "{:.0f}"),
+        ("completion tok", "completion_tokens_per_image", "{:.1f}"),
         ("GPU-s", "gpu_seconds_per_image", "{:.4f}"), ("$/1,000 images", "usd_per_1k_images", "{:.4f}"))
 
 
@@ -29,8 +30,9 @@ def render_table(result: dict[str, Any]) -> str:
     if result["simulated"]:
         lines += [f"**{SIMULATED_HEAD}**", ""]
     lines += [f"Engine {engine.get('engine', '?')}, model {engine.get('model') or '-'}; baseline {base}. "
-              f"Classifier {c['backbone']} (pretrained {c['pretrained']}), {c['epochs']} epochs, batch {c['batch_size']}, "
-              f"lr {c['lr']}, image size {c['image_size']}, seed {c['seed']}: the same for every row.", "",
+              f"Classifier {c['backbone']} (pretrained {c['pretrained']}), {c['epochs']} epochs, "
+              f"batch {c['batch_size']}, lr {c['lr']}, image size {c['image_size']}, seed {c['seed']}: "
+              "the same for every row.", "",
               "## Label quality on the train split (MLLM labels vs human labels)", "",
               _row(["labels", "images", *QUALITY]), _row(["---"] + ["---:"] * (len(QUALITY) + 1))]
     for name in ("tagllm", "baseline"):
@@ -48,9 +50,10 @@ def render_table(result: dict[str, Any]) -> str:
               _row(["build", *(t for t, _, _ in COST)]), _row(["---"] + ["---:"] * len(COST))]
     for name in ("tagllm", "baseline"):
         cost = result["cost"][name]
-        lines.append(_row([name if name == "tagllm" else base, *(_f(cost.get(k), fmt) for _, k, fmt in COST)]))
-    price = result["cost"]["tagllm"]
-    lines += ["", f"GPU-seconds = build wall time x GPUs; $ at {price.get('gpu_price_per_hour', '?')} USD per GPU-hour."]
+        cells = [_f(cost.get(k), fmt) for _, k, fmt in COST]
+        lines.append(_row([name if name == "tagllm" else base, *cells]))
+    price = result["cost"]["tagllm"].get("gpu_price_per_hour", "?")
+    lines += ["", f"GPU-seconds = build wall time x GPUs; $ at {price} USD per GPU-hour."]
     if result["simulated"]:
         lines += ["", f"**{SIMULATED_HEAD}**"]
     return "\n".join(lines) + "\n"

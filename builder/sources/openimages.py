@@ -51,7 +51,8 @@ class OpenImagesSource(ListedSource):
     def __init__(self, spec: SourceSpec, vocab: Vocabulary, base_dir: Path):
         super().__init__(spec, vocab, base_dir)
         if not spec.annotations or not spec.classes:
-            raise UserError("source: an openimages source needs annotations (labels CSV) and classes (descriptions CSV)")
+            raise UserError("source: an openimages source needs annotations (labels CSV) "
+                            "and classes (descriptions CSV)")
         self.labels_csv = self.resolve(spec.annotations)
         if not self.labels_csv.is_file():
             raise UserError(f"source.annotations: file not found: {self.labels_csv}")

@@ -7,20 +7,17 @@ folder overridden, so the vocabularies, concept sheets and source settings in re
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from layouts import write_coco_split, write_nuswide, write_objects365, write_openimages, write_voc
 
 from builder.analysis.evaluate import evaluate
 from builder.cli import main
 from builder.publish import layout
 from builder.recipe.model import load_recipe
 from builder.run.build import Builder
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sources"))
-from layouts import write_nuswide, write_objects365, write_openimages, write_voc  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 GALLERY = ["coco2014.yaml", "coco2014-train.yaml", "objects365.yaml", "objects365-train.yaml", "voc2007.yaml",
@@ -40,9 +37,6 @@ def test_recipe_check(name: str) -> None:
 
 
 def _coco(tmp: Path, split: str) -> list[str]:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_reproduce import write_coco_split
-
     write_coco_split(tmp, split, 6, seed=3)
     return [f"source.path={tmp / split}", f"source.annotations={tmp / 'annotations' / f'instances_{split}.json'}"]
 

@@ -10,43 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+from layouts import write_coco_split
 
 ROOT = Path(__file__).resolve().parents[2]
-CATEGORIES = [(1, "person", (220, 40, 40)), (3, "car", (40, 200, 40)), (17, "cat", (40, 40, 220)),
-              (18, "dog", (230, 200, 30))]
-
-
-def write_coco_split(root: Path, split: str, n: int, seed: int) -> None:
-    """`root/<split>/COCO_<split>_<id>.jpg` and `root/annotations/instances_<split>.json`."""
-    rng = random.Random(seed)
-    (root / split).mkdir(parents=True)
-    (root / "annotations").mkdir(exist_ok=True)
-    images, annotations = [], []
-    for i in range(n):
-        image_id = 1000 + i
-        name = f"COCO_{split}_{image_id:012d}.jpg"
-        present = [c for c in CATEGORIES if rng.random() < 0.4] or [rng.choice(CATEGORIES)]
-        img = Image.new("RGB", (64, 48), (128, 128, 128))
-        draw = ImageDraw.Draw(img)
-        for k, (cat_id, _, colour) in enumerate(present):
-            x = 4 + 15 * k
-            draw.rectangle([x, 8, x + 12, 40], fill=colour)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat_id,
-                                "bbox": [x, 8, 12, 32], "area": 384.0, "iscrowd": 0, "segmentation": []})
-        img.save(root / split / name, format="JPEG", quality=90)
-        images.append({"id": image_id, "file_name": name, "width": 64, "height": 48})
-    data = {"info": {"description": "tagllm test fixture"}, "licenses": [], "images": images,
-            "annotations": annotations,
-            "categories": [{"id": i, "name": n, "supercategory": "x"} for i, n, _ in CATEGORIES]}
-    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data), encoding="utf-8")
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
-"""Writers of tiny datasets in the official download layouts (VOC, NUS-WIDE, Open Images, Objects365).
+"""Writers of tiny datasets in the official download layouts (COCO, VOC, NUS-WIDE, Open Images, Objects365).
 
 File formats and column names are the real ones; the images are small JPEGs made here. Shared by the
-reader tests (tests/sources) and the gallery build tests (tests/run/test_gallery.py).
+reader tests (tests/sources), the gallery build tests and the reproduction test (tests/run).
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def jpeg(colour: tuple[int, int, int] = (200, 60, 60), size: tuple[int, int] = (32, 24)) -> bytes:
@@ -112,3 +113,32 @@ def write_objects365(root: Path, split: str, images: list[tuple[int, str, list[i
             "categories": [{"id": i, "name": n} for i, n in categories.items()]}
     (root / "annotations" / f"zhiyuan_objv2_{split}.json").write_text(json.dumps(data), encoding="utf-8")
     return root
+
+
+CATEGORIES = [(1, "person", (220, 40, 40)), (3, "car", (40, 200, 40)), (17, "cat", (40, 40, 220)),
+              (18, "dog", (230, 200, 30))]
+
+
+def write_coco_split(root: Path, split: str, n: int, seed: int) -> None:
+    """`root/<split>/COCO_<split>_<id>.jpg` and `root/annotations/instances_<split>.json`."""
+    rng = random.Random(seed)
+    (root / split).mkdir(parents=True)
+    (root / "annotations").mkdir(exist_ok=True)
+    images, annotations = [], []
+    for i in range(n):
+        image_id = 1000 + i
+        name = f"COCO_{split}_{image_id:012d}.jpg"
+        present = [c for c in CATEGORIES if rng.random() < 0.4] or [rng.choice(CATEGORIES)]
+        img = Image.new("RGB", (64, 48), (128, 128, 128))
+        draw = ImageDraw.Draw(img)
+        for k, (cat_id, _, colour) in enumerate(present):
+            x = 4 + 15 * k
+            draw.rectangle([x, 8, x + 12, 40], fill=colour)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat_id,
+                                "bbox": [x, 8, 12, 32], "area": 384.0, "iscrowd": 0, "segmentation": []})
+        img.save(root / split / name, format="JPEG", quality=90)
+        images.append({"id": image_id, "file_name": name, "width": 64, "height": 48})
+    data = {"info": {"description": "tagllm test fixture"}, "licenses": [], "images": images,
+            "annotations": annotations,
+            "categories": [{"id": i, "name": n, "supercategory": "x"} for i, n, _ in CATEGORIES]}
+    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data), encoding="utf-8")
