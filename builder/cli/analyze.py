@@ -72,6 +72,8 @@ def eval_command(out: Path, reference: str | None, threshold: float | None, thre
                    f"{100 * t['OF1']:.1f} tuned (dev, in-sample: {100 * t['dev']['OF1']:.1f})")
     for line in evaluate.warnings(result):
         click.echo(f"warning: {line}")
+    if result.get("verified"):
+        click.echo(result["verified"]["note"])
     click.echo("report: " + ", ".join(result["written"].values()))
     if report_dir is None:
         write_card(out)  # the card gets its evaluation section

@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from builder.errors import UserError
 from builder.recipe.vocab import Vocabulary
 
@@ -125,3 +127,13 @@ def load_hierarchy(path: Path) -> dict[str, Any]:
     if not isinstance(tree, dict) or "LabelName" not in tree:
         raise UserError(f"{path}: no top-level LabelName (not an Open Images hierarchy file)")
     return tree
+
+
+def write_vocabulary(vocab: Vocabulary, path: Path, comment: str = "") -> Path:
+    """The vocabulary as a YAML file (empty descriptions and synonyms left out), with a leading comment."""
+    data = vocab.model_dump()
+    for group in data["groups"]:
+        group["labels"] = [{k: v for k, v in label.items() if v} for label in group["labels"]]
+    head = "".join(f"# {line}\n" for line in comment.splitlines())
+    path.write_text(head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110), encoding="utf-8")
+    return path

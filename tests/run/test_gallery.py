@@ -102,5 +102,11 @@ def test_recipe_builds_its_fixture(name: str, tmp_path: Path) -> None:
             assert records[key].reference == labels, key
     report = evaluate(tmp_path / "out")
     assert report["simulated"] and report["images"] == len(records)
-    if name in ("voc2007.yaml", "openimages.yaml"):
+    verified = name in ("voc2007.yaml", "openimages.yaml")
+    assert ("verified" in report) == verified
+    if verified:
         assert report["verified"]["records_with_verified_negatives"] >= 1
+        cli = CliRunner().invoke(main, ["eval", str(tmp_path / "out"), "--no-plots"])
+        assert cli.exit_code == 0, cli.output
+        assert "verified absent counts as a negative" in cli.output
+        assert "left out of precision" in (tmp_path / "out" / "eval" / "report.md").read_text()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,6 @@ from layouts import write_nuswide, write_objects365, write_openimages, write_voc
 
 from builder.analysis.verified import known_mask, masked_metrics
 from builder.errors import UserError
-from builder.recipe.hierarchy import read_class_descriptions, vocabulary_from_hierarchy
 from builder.recipe.model import SourceSpec
 from builder.recipe.vocab import Vocabulary
 from builder.records import VERIFIED_ABSENT, Record
@@ -109,19 +107,6 @@ def test_objects365_path_tail_and_typo_names(tmp_path: Path) -> None:
     assert item.error is None and item.reference == ["Monitor/TV", "Person"] and item.image
     (plain,) = list(_open(tmp_path, vocab, **spec))
     assert plain.error == "missing"  # without path_tail the JSON's images/v1/... path is not on disk
-
-
-def test_vocabulary_from_hierarchy(tmp_path: Path) -> None:
-    (tmp_path / "classes.csv").write_text("/m/a,Animal\n/m/d,Dog\n/m/c,Cat\n/m/v,Vehicle\n/m/k,Car\n/m/x,Coin\n")
-    tree = {"LabelName": "/m/root", "Subcategory": [
-        {"LabelName": "/m/x"},
-        {"LabelName": "/m/a", "Subcategory": [{"LabelName": "/m/d"}, {"LabelName": "/m/c"}]},
-        {"LabelName": "/m/v", "Subcategory": [{"LabelName": "/m/k"}, {"LabelName": "/m/d"}]}]}
-    names = read_class_descriptions(tmp_path / "classes.csv")
-    v = vocabulary_from_hierarchy(names, tree, max_group=5, min_group=2)
-    assert [(g.name, [label.name for label in g.labels]) for g in v.groups] == [
-        ("Animal", ["Animal", "Dog", "Cat"]), ("Vehicle", ["Vehicle", "Car"]), ("other 1", ["Coin"])]
-    json.dumps(v.model_dump())
 
 
 def test_verified_metrics_leave_unknown_labels_out() -> None:
