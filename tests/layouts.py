@@ -82,7 +82,7 @@ def write_openimages(root: Path, classes: dict[str, str], rows: list[tuple[str, 
                      header: bool = True) -> Path:
     """validation/<ImageID>.jpg, the labels CSV (ImageID,Source,LabelName,Confidence), class descriptions CSV."""
     (root / "validation").mkdir(parents=True, exist_ok=True)
-    with (root / "oidv7-val-annotations-human-imagelabels-boxable.csv").open("w", newline="") as f:
+    with (root / "oidv7-val-annotations-human-imagelabels.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["ImageID", "Source", "LabelName", "Confidence"])
         w.writerows(rows)

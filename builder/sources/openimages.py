@@ -1,11 +1,12 @@
 """Open Images (V7) reader: human-verified image-level labels, positives and negatives.
 
 Layout (the official downloads): `annotations` is an image-level labels CSV with the columns
-`ImageID,Source,LabelName,Confidence` (e.g. `oidv7-val-annotations-human-imagelabels.csv`, or the
-`...-imagelabels-boxable.csv` files of the 600 boxable classes); `classes` is a class descriptions CSV
+`ImageID,Source,LabelName,Confidence` (e.g. `oidv7-val-annotations-human-imagelabels.csv`, or V5's
+`validation-annotations-human-imagelabels-boxable.csv`); `classes` is a class descriptions CSV
 (`LabelName,DisplayName`, e.g. `oidv7-class-descriptions-boxable.csv`; older copies have no header);
 `path` is the folder of `<ImageID>.jpg` files (`validation/`). The images are the ImageIDs of the
-labels file, in sorted order.
+labels file, in sorted order (the official files are sorted by ImageID), including images whose
+labels all fall outside `classes` (their reference is then empty and nothing about them is verified).
 
 Open Images is not exhaustively labeled: a person checked some classes per image and said yes
 (Confidence 1) or no (Confidence 0). Positives become the reference; negatives are kept in the item's

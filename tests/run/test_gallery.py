@@ -71,7 +71,7 @@ def _openimages(tmp: Path) -> list[str]:
             ("0b6f22bf3b586889", "verification", "/m/0bt9lr", "1"), ("0b6f22bf3b586889", "verification", "/m/01yrx", "0")]
     root = write_openimages(tmp / "openimages", classes, rows)
     return [f"source.path={root / 'validation'}",
-            f"source.annotations={root / 'oidv7-val-annotations-human-imagelabels-boxable.csv'}",
+            f"source.annotations={root / 'oidv7-val-annotations-human-imagelabels.csv'}",
             f"source.classes={root / 'oidv7-class-descriptions-boxable.csv'}"]
 
 

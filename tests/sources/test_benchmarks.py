@@ -80,8 +80,9 @@ def test_openimages_positives_negatives_and_subset(tmp_path: Path, header: bool)
             ("0a02", "verification", "/m/01yrx", "1"), ("0a03", "verification", "/m/0k4j", "0.5")]
     root = write_openimages(tmp_path / "oi", classes, rows, header=header)
     src = _open(tmp_path, vocab, kind="openimages", path="oi/validation",
-                annotations=str(root / "oidv7-val-annotations-human-imagelabels-boxable.csv"),
+                annotations=str(root / "oidv7-val-annotations-human-imagelabels.csv"),
                 classes=str(root / "oidv7-class-descriptions-boxable.csv"))
+    assert src._count() == 3 and [i.key for i in src._slice(2, 3)] == ["ff01"]
     conflict, bad, dog = list(src)
     assert [conflict.key, bad.key, dog.key] == ["0a02", "0a03", "ff01"]  # sorted ImageIDs
     assert dog.reference == ["Dog"] and dog.ref[VERIFIED_ABSENT] == ["Car"] and dog.image
