@@ -44,14 +44,14 @@ def reproduce(dataset: str, data: Path | None, recipes: Path, out: Path | None, 
       tagllm reproduce coco --data /data/coco                        # sglang, Qwen2.5-VL-7B
       tagllm reproduce objects365 --data /data/objects365 --model Qwen/Qwen2.5-VL-3B-Instruct
     """
-    from builder.run.reproduce import ReproduceConfig
+    from builder.run.reproduce import make_config
     from builder.run.reproduce import reproduce as run
 
     flag = {"true": True, "false": False}.get(pretrained.lower(), pretrained)
-    cfg = ReproduceConfig(dataset=dataset, recipes=recipes, data=data, out=out, engine=engine, model=model,
-                          baseline=baseline, limit=limit, test_limit=test_limit, sets=list(sets),
-                          backbone=backbone, pretrained=flag, epochs=epochs, batch_size=batch_size, lr=lr,
-                          image_size=image_size, device=device, workers=workers, progress=not no_progress)
+    cfg = make_config(dataset=dataset, recipes=recipes, data=data, out=out, engine=engine, model=model,
+                      baseline=baseline, limit=limit, test_limit=test_limit, sets=list(sets),
+                      backbone=backbone, pretrained=flag, epochs=epochs, batch_size=batch_size, lr=lr,
+                      image_size=image_size, device=device, workers=workers, progress=not no_progress)
     need("train", lambda: __import__("torch"))
     result = run(cfg)
     click.echo(result["table"])

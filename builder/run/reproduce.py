@@ -13,11 +13,12 @@ Steps, each resumable (a rerun keeps finished shards, cached answers and nothing
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from builder.errors import UserError
 from builder.recipe.model import load_recipe
@@ -44,33 +45,46 @@ BENCHMARKS = {
 }
 
 
-@dataclass
-class ReproduceConfig:
+class ReproduceConfig(BaseModel):
     """Everything the experiment needs; the classifier settings are shared by the three trainings."""
 
-    dataset: str = "coco"
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: Literal["coco", "objects365"] = "coco"
     recipes: Path = Path("recipes")
-    data: Path | None = None  # dataset root in the official layout; None: the paths the recipes name
-    out: Path | None = None  # default out/reproduce-<dataset>
+    data: Path | None = Field(None, description="Dataset root in the official layout (None: the recipes' paths).")
+    out: Path | None = Field(None, description="Default out/reproduce-<dataset>.")
     engine: str | None = None
     model: str | None = None
-    baseline: str = "all-in-one"
-    limit: int | None = None  # train images to label (None: the whole split)
-    test_limit: int | None = None
-    sets: list[str] = field(default_factory=list)  # more recipe overrides for both builds
+    baseline: Literal["all-in-one", "yes-no"] = "all-in-one"
+    limit: int | None = Field(None, ge=1, description="Train images to label (None: the whole split).")
+    test_limit: int | None = Field(None, ge=1)
+    sets: list[str] = Field(default_factory=list, description="More recipe overrides for both builds.")
     backbone: str = "resnet50"
     pretrained: bool | str = True
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 1e-3
-    image_size: int | None = None
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    image_size: int | None = Field(None, ge=16)
     seed: int = 0
     device: str | None = None
-    workers: int = 4
+    workers: int = Field(4, ge=0)
     progress: bool = True
 
     def output(self) -> Path:
         return Path(self.out) if self.out else Path("out") / f"reproduce-{self.dataset}"
+
+
+def make_config(**values: Any) -> ReproduceConfig:
+    """Validate the options; a bad one becomes one line naming it."""
+    from pydantic import ValidationError
+
+    from builder.recipe.vocab import format_validation_error
+
+    try:
+        return ReproduceConfig(**values)
+    except ValidationError as exc:
+        raise UserError(format_validation_error("reproduce", exc)) from exc
 
 
 def _benchmark(name: str) -> Benchmark:
@@ -138,8 +152,6 @@ def reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     """Run the whole experiment; writes OUT/reproduce.json and OUT/reproduce.md, returns the result."""
     from builder.analysis.train import compare_training
 
-    if cfg.baseline not in ("all-in-one", "yes-no"):
-        raise UserError(f"reproduce: baseline {cfg.baseline!r}: choose all-in-one or yes-no")
     root = cfg.output()
     arms = {"tagllm": root / "tagllm", "baseline": root / cfg.baseline}
     builds = {name: build_split(cfg, "tagllm" if name == "tagllm" else cfg.baseline, out)
@@ -153,7 +165,7 @@ def reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
     result = {
         "dataset": cfg.dataset,
         "simulated": any(b["simulated"] for b in builds.values()),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "config": cfg.model_dump(mode="json"),
         "engine": builds["tagllm"]["engine"],
         "baseline": cfg.baseline,
         "label_quality": quality,
