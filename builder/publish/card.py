@@ -88,6 +88,7 @@ def render_card(out: Path, template: Path | None = None, repo_id: str | None = N
         evaluation = dict(report.get("overall", report))
         evaluation.setdefault("images", report.get("images"))
         evaluation.update({k: report.get(k) for k in ("conventions", "tuned_on", "binary_notice", "image_check")})
+        evaluation["verified_note"] = (report.get("verified") or {}).get("note")  # partly verified human labels
     label_counts = stats.get("label_counts", {})
     ref_counts = stats.get("reference_counts", {})
     rows = [{"name": label.name, "group": vocab.group_of(label.name), "count": label_counts.get(label.name, 0),

@@ -110,3 +110,4 @@ def test_recipe_builds_its_fixture(name: str, tmp_path: Path) -> None:
         assert cli.exit_code == 0, cli.output
         assert "verified absent counts as a negative" in cli.output
         assert "left out of precision" in (tmp_path / "out" / "eval" / "report.md").read_text()
+        assert "left out of precision" in (tmp_path / "out" / "README.md").read_text()  # the card says so too
