@@ -133,12 +133,12 @@ def write_test_recipe(cfg: ReproduceConfig, path: Path) -> Path:
 
 def train_arm(cfg: ReproduceConfig, dataset: Path, test: Path, labels: str, run_dir: Path) -> dict[str, Any]:
     """One classifier training through the public `train` function (same settings for every arm)."""
-    from builder.analysis.train import train
+    from builder.analysis.train import TrainConfig, train
 
-    return train(dataset, test, labels=labels, backbone=cfg.backbone, pretrained=cfg.pretrained,
-                 epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                 image_size=cfg.image_size, device=cfg.device, workers=cfg.workers, run_dir=run_dir,
-                 resume=True, progress=cfg.progress)
+    return train(TrainConfig(out=dataset, test=str(test), labels=labels, backbone=cfg.backbone,
+                             pretrained=cfg.pretrained, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                             seed=cfg.seed, image_size=cfg.image_size, device=cfg.device, workers=cfg.workers,
+                             run_dir=run_dir, resume=True, progress=cfg.progress))
 
 
 def label_quality(out: Path) -> dict[str, Any]:
@@ -173,6 +173,7 @@ def reproduce(cfg: ReproduceConfig) -> dict[str, Any]:
                        for name, r in runs.items()},
         "mAP_ratio": comparison.get("mAP_ratio"),
         "gap_closed": comparison.get("gap_closed"),
+        "gap_closed_note": comparison.get("gap_closed_note"),
         "cost": {name: b["stats"].get("cost", {}) for name, b in builds.items()},
         "classifier": {k: runs["tagllm"]["settings"].get(k) for k in
                        ("backbone", "pretrained", "epochs", "batch_size", "lr", "image_size", "loss", "seed")},

@@ -45,7 +45,8 @@ def render_table(result: dict[str, Any]) -> str:
         lines.append(_row([title, str(d[name]["train_images"]), str(d[name]["test_images"]), _f(d[name]["mAP"])]))
     lines += ["", f"mAP ratio (tagllm / human): {_f(result['mAP_ratio'])}  ",
               f"gap closed over {base}: {_f(result['gap_closed'])} "
-              "(= (mAP_tagllm - mAP_baseline) / (mAP_human - mAP_baseline))", "",
+              "(= (mAP_tagllm - mAP_baseline) / (mAP_human - mAP_baseline))"
+              + (f"; {result['gap_closed_note']}" if result.get("gap_closed_note") else ""), "",
               "## Cost per image of the labeling builds", "",
               _row(["build", *(t for t, _, _ in COST)]), _row(["---"] + ["---:"] * len(COST))]
     for name in ("tagllm", "baseline"):
