@@ -129,7 +129,7 @@ def write_coco_split(root: Path, split: str, n: int, seed: int) -> None:
         image_id = 1000 + i
         name = f"COCO_{split}_{image_id:012d}.jpg"
         present = [c for c in CATEGORIES if rng.random() < 0.4] or [rng.choice(CATEGORIES)]
-        img = Image.new("RGB", (64, 48), (128, 128, 128))
+        img = Image.new("RGB", (64, 48), tuple(rng.randrange(90, 170) for _ in range(3)))  # every image differs
         draw = ImageDraw.Draw(img)
         for k, (cat_id, _, colour) in enumerate(present):
             x = 4 + 15 * k

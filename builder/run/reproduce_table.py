@@ -53,8 +53,11 @@ def render_table(result: dict[str, Any]) -> str:
         cost = result["cost"][name]
         cells = [_f(cost.get(k), fmt) for _, k, fmt in COST]
         lines.append(_row([name if name == "tagllm" else base, *cells]))
-    price = result["cost"]["tagllm"].get("gpu_price_per_hour", "?")
-    lines += ["", f"GPU-seconds = build wall time x GPUs; $ at {price} USD per GPU-hour."]
+    cost = result["cost"]["tagllm"]
+    price = cost.get("gpu_price_per_hour")
+    lines += ["", f"GPU-seconds: {cost.get('gpu_seconds_basis', 'build wall time x GPUs')}; "
+              + (f"$ at {price} USD per GPU-hour (cost.gpu_price_per_hour)." if price is not None else
+                 "no $ figure: set cost.gpu_price_per_hour to what you pay.")]
     if result["simulated"]:
         lines += ["", f"**{SIMULATED_HEAD}**"]
     return "\n".join(lines) + "\n"

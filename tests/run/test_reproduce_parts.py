@@ -37,7 +37,12 @@ def test_table_rows_and_simulated_label() -> None:
     assert "| yes-no labels | 10 | 5 | 0.700 |" in real
     assert "mAP ratio (tagllm / human): 0.988" in real and "gap closed over yes-no: 0.900" in real
     assert "| tagllm | 13.2 | 4000 | 3500 | 40.0 | 0.1000 | 0.0694 |" in real
+    assert "$ at 2.5 USD per GPU-hour" in real
     assert render_table(_result(True)).count(SIMULATED_HEAD) == 2
+    unpriced = _result(False)
+    unpriced["cost"]["tagllm"].update(gpu_price_per_hour=None, usd_per_1k_images=None)
+    text = render_table(unpriced)
+    assert "| tagllm | 13.2 | 4000 | 3500 | 40.0 | 0.1000 | - |" in text and "no $ figure" in text
 
 
 def test_options_are_validated() -> None:
