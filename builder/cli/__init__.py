@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from builder import __version__
-from builder.cli import analyze, author, build, calibrate, dev, publish, recipe, reproduce, review, train, vocab
+from builder.cli import analyze, author, build, calibrate, dev, hierarchy, publish, recipe, reproduce, review, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -19,7 +19,7 @@ for command in (build.build, build.finalize, build.relabel, build.retry_failed, 
                 publish.push, publish.card, dev.serve_sim, dev.dev, recipe.recipe, author.vocab, author.concepts,
                 author.init, review.issues, review.review, reproduce.reproduce):
     main.add_command(command)
-author.vocab.add_command(vocab.vocab_from_hierarchy, "from-hierarchy")  # `tagllm vocab from-hierarchy`
+author.vocab.add_command(hierarchy.vocab_from_hierarchy)  # `tagllm vocab from-hierarchy`
 
 recipe.recipe.add_command(author.init)  # also `tagllm recipe init`
 

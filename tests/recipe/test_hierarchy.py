@@ -41,7 +41,7 @@ def test_command_writes_a_loadable_vocabulary(tmp_path: Path) -> None:
     (tmp_path / "classes.csv").write_text(CLASSES)
     (tmp_path / "tree.json").write_text(json.dumps(TREE))
     out = tmp_path / "vocab.yaml"
-    result = CliRunner().invoke(main, ["recipe", "vocab-from-hierarchy", str(tmp_path / "classes.csv"),
+    result = CliRunner().invoke(main, ["vocab", "from-hierarchy", str(tmp_path / "classes.csv"),
                                        str(tmp_path / "tree.json"), "--out", str(out), "--min-group", "2"])
     assert result.exit_code == 0, result.output
     assert "8 labels in 3 groups" in result.output

@@ -30,8 +30,9 @@ def test_gallery_is_complete() -> None:
 
 
 @pytest.mark.parametrize("name", GALLERY)
-def test_recipe_check(name: str) -> None:
-    result = CliRunner().invoke(main, ["recipe", "check", str(RECIPES / name)])
+def test_recipe_check_as_shipped(name: str) -> None:
+    """Before the download: vocabulary, concept sheet and settings check; the source is not opened."""
+    result = CliRunner().invoke(main, ["recipe", "check", "--no-source", str(RECIPES / name)])
     assert result.exit_code == 0, result.output
     assert f"{name}: ok" in result.output
 
@@ -92,6 +93,8 @@ EXPECTED = {  # key -> human labels the recipe's source must read from the fixtu
 @pytest.mark.parametrize("name", GALLERY)
 def test_recipe_builds_its_fixture(name: str, tmp_path: Path) -> None:
     sets = FIXTURES[name](tmp_path) + ["engine.kind=simulated", f"output.dir={tmp_path / 'out'}"]
+    check = CliRunner().invoke(main, ["recipe", "check", str(RECIPES / name), *(f"--set={s}" for s in sets)])
+    assert check.exit_code == 0 and f"{name}: ok" in check.output, check.output  # source opened on the fixture
     loaded = load_recipe(RECIPES / name, sets)
     result = Builder(loaded, tmp_path / "out", progress=False).run()
     records = {r.key: r for r in layout.iter_records(tmp_path / "out")}

@@ -1,4 +1,4 @@
-"""`tagllm recipe vocab-from-hierarchy`: a grouped vocabulary from a dataset's class list and hierarchy."""
+"""`tagllm vocab from-hierarchy`: a grouped vocabulary from a dataset's class list and hierarchy."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 from builder.cli.common import handle_errors
 
 
-@click.command("vocab-from-hierarchy")
+@click.command("from-hierarchy")
 @click.argument("classes", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("hierarchy", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Vocabulary YAML to write.")
@@ -22,7 +22,7 @@ def vocab_from_hierarchy(classes: Path, hierarchy: Path, out: Path, name: str, m
 
     \b
     Example (Open Images boxable classes):
-      tagllm recipe vocab-from-hierarchy oidv7-class-descriptions-boxable.csv bbox_labels_600_hierarchy.json \\
+      tagllm vocab from-hierarchy oidv7-class-descriptions-boxable.csv bbox_labels_600_hierarchy.json \\
           --out recipes/vocab/openimages600.yaml
     """
     from builder.recipe.hierarchy import (
@@ -35,7 +35,7 @@ def vocab_from_hierarchy(classes: Path, hierarchy: Path, out: Path, name: str, m
     vocab = vocabulary_from_hierarchy(read_class_descriptions(classes), load_hierarchy(hierarchy), max_group,
                                       min_group, name=name)
     note = (f"Classes of {classes.name}, grouped by the branches of {hierarchy.name} "
-            f"(tagllm recipe vocab-from-hierarchy, max {max_group}, min {min_group} per group).\n"
+            f"(tagllm vocab from-hierarchy, max {max_group}, min {min_group} per group).\n"
             "Display names as labels; descriptions and synonyms are for a person or the concept sheet to add.")
     write_vocabulary(vocab, out, note)
     click.echo(f"{out}: {len(vocab.names)} labels in {len(vocab.groups)} groups")
