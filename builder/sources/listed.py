@@ -2,7 +2,7 @@
 
 The listing (names, ids and labels, never image bytes) is read once; an item's bytes are read only
 when that item is produced. So shard i of n (`_count`, `_slice`) reaches its items directly without
-touching the image files of other shards.
+touching the image files of other shards (the `size` / `_slice` hooks of `Source`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class ListedSource(Source):
         for entry in self._listing():
             yield self._item_for(entry)
 
-    def _count(self) -> int | None:
+    def size(self) -> int | None:
         return len(self._listing())
 
     def _slice(self, start: int, stop: int) -> Iterator[Item]:

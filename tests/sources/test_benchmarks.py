@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from layouts import write_nuswide, write_objects365, write_openimages, write_voc
+from sources.test_partition import assert_partition
 
 from builder.analysis.verified import known_mask, masked_metrics
 from builder.errors import UserError
@@ -44,7 +45,7 @@ def test_voc_difficult_modes(tmp_path: Path, mode: str, a1: list[str], absent: l
 def test_voc_shards_and_errors(tmp_path: Path) -> None:
     root = _voc(tmp_path)
     src = _open(tmp_path, kind="voc", path="VOC2007", split="train")
-    assert src._count() == 3 and [i.key for i in src._slice(1, 3)] == ["a1", "a3"]
+    assert src.size() == 3 and [i.key for i in src._slice(1, 3)] == ["a1", "a3"]
     (root / "Annotations" / "a1.xml").write_text("<annotation><object>")
     (root / "Annotations" / "a2.xml").write_text("<annotation><object><name>zebra</name></object></annotation>")
     a2, a1, _ = list(_open(tmp_path, kind="voc", path="VOC2007", split="train"))
@@ -82,7 +83,7 @@ def test_openimages_positives_negatives_and_subset(tmp_path: Path, header: bool)
     src = _open(tmp_path, vocab, kind="openimages", path="oi/validation",
                 annotations=str(root / "oidv7-val-annotations-human-imagelabels.csv"),
                 classes=str(root / "oidv7-class-descriptions-boxable.csv"))
-    assert src._count() == 3 and [i.key for i in src._slice(2, 3)] == ["ff01"]
+    assert src.size() == 3 and [i.key for i in src._slice(2, 3)] == ["ff01"]
     conflict, bad, dog = list(src)
     assert [conflict.key, bad.key, dog.key] == ["0a02", "0a03", "ff01"]  # sorted ImageIDs
     assert dog.reference == ["Dog"] and dog.ref[VERIFIED_ABSENT] == ["Car"] and dog.image
@@ -121,3 +122,19 @@ def test_verified_metrics_leave_unknown_labels_out() -> None:
     m = masked_metrics(truth, pred, pred.astype(float), known, has_scores=True)
     assert (m["OP"], m["OR"]) == (2 / 3, 1.0)  # counted without the unknown pair it would be 2/4
     assert m["mAP"] == 1.0 and known_mask(records[1:], names, truth[1:]) is None
+
+
+def test_listed_readers_cut_shards_like_one_read(tmp_path: Path) -> None:
+    """Shard i of n (the interface of sources/base.py) over VOC, NUS-WIDE and Open Images fixtures."""
+    _voc(tmp_path)
+    assert_partition(_open(tmp_path, kind="voc", path="VOC2007", split="train"))
+    rows = [(f"c/{i:04d}_{i}.jpg", {"cat"} if i % 2 else {"dog"}) for i in range(8)]
+    write_nuswide(tmp_path / "nus", ["cat", "dog"], {"Train": rows})
+    assert_partition(_open(tmp_path, kind="nuswide", path="nus/Flickr", annotations="nus", split="Train"))
+    classes = {"/m/01yrx": "cat", "/m/0bt9lr": "dog"}
+    root = write_openimages(tmp_path / "oi", classes, [(f"{i:04x}", "verification", "/m/01yrx", str(i % 2))
+                                                       for i in range(7)])
+    assert_partition(_open(tmp_path, kind="openimages", path="oi/validation",
+                           annotations=str(root / "oidv7-val-annotations-human-imagelabels.csv"),
+                           classes=str(root / "oidv7-class-descriptions-boxable.csv")))
+
