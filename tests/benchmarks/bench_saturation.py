@@ -148,20 +148,7 @@ def make_requests(loaded: Any, n: int) -> tuple[list[Any], int]:
 
 
 def run_engine(urls: list[str], api: str, requests: list[Any], concurrency: int, vocab: Any) -> tuple[Window, int]:
-    from builder.engines.http import HttpEngine
-
-    async def go() -> tuple[Window, int]:
-        engine = HttpEngine(servers=urls, api=api, concurrency=concurrency, timeout=60.0)
-        window = Window()
-        window.wrap(engine)
-        await engine.start()
-        try:
-            results = await engine.generate(requests)
-        finally:
-            await engine.close()
-        return window, sum(1 for r in results if not r.ok)
-
-    return asyncio.run(go())
+    return run_engine_routed(urls, api, requests, concurrency, vocab, "image-affine")
 
 
 def _least_loaded(engine: Any) -> None:
@@ -170,15 +157,6 @@ def _least_loaded(engine: Any) -> None:
         return min(engine.servers, key=lambda s: engine._in_flight[s])
 
     engine._pick = pick
-
-
-def image_affine_available() -> bool:
-    """Whether this http engine routes by image (its `_pick` takes the image)."""
-    import inspect
-
-    from builder.engines.http import HttpEngine
-
-    return len(inspect.signature(HttpEngine._pick).parameters) > 1
 
 
 def run_engine_routed(urls: list[str], api: str, requests: list[Any], concurrency: int, vocab: Any,
@@ -298,7 +276,7 @@ def main() -> None:
                 if "engine" in cases:
                     requests = pool[:n]
                     bodies = plain_bodies(servers.urls, args.api, requests, loaded.vocab)
-                    routes = ["image-affine", "least-loaded"] if count > 1 and image_affine_available() else []
+                    routes = ["image-affine", "least-loaded"] if count > 1 else []
 
                     def measure(side: str, count: int = count, requests: list = requests, bodies: list = bodies,
                                 servers: SimServers = servers, concurrency: int = concurrency) -> None:
@@ -402,8 +380,6 @@ def main() -> None:
                 f"{pool_images} images {width}x{height} avg {size / available / 1024:.0f} KB; client and servers "
                 f"share {cores} cores",
                 f">= {GOAL}", worst[0] >= GOAL)
-        if any(count > 1 for count in server_counts) and "engine" in cases and not image_affine_available():
-            bl.info("P2 routing: this http engine only routes least-loaded (no image-affine routing to compare)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
