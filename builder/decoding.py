@@ -74,10 +74,14 @@ _default: DecodePool | None = None
 _default_lock = threading.Lock()
 
 
-def decode_pool() -> DecodePool:
-    """The process's pool (made on first use): every build in a process shares its threads and budget."""
+def decode_pool(pixel_budget: int = DEFAULT_PIXEL_BUDGET) -> DecodePool:
+    """The process's pool (made on first use): every build in a process shares its threads and budget.
+
+    A recipe asking for another budget (`output.decode_pixel_budget`) gets it from then on."""
     global _default
     with _default_lock:
         if _default is None:
-            _default = DecodePool()
+            _default = DecodePool(pixel_budget=pixel_budget)
+        elif _default.budget.total != pixel_budget:
+            _default.budget = PixelBudget(pixel_budget)
         return _default

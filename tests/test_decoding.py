@@ -60,3 +60,15 @@ def test_prepare_runs_off_the_loop_and_keeps_failures_as_image_problems() -> Non
     assert isinstance(results[8], ImageProblem) and results[8].reason == "decode"
     assert loop_thread not in threads and 1 <= len(threads) <= 2
     assert pool.budget.peak <= 200_000 and pool.budget.in_use == 0
+
+
+def test_the_recipe_sets_the_decode_budget(build, write_recipe) -> None:
+    """Peak decoded memory follows `output.decode_pixel_budget`, not the machine: a build holds at most
+    that many pixels at once (an image larger than the budget decodes alone)."""
+    from builder.decoding import decode_pool
+
+    result = build(write_recipe(), ["output.decode_pixel_budget=5000"])
+    pool = decode_pool(5000)
+    assert result.stats["ok"] > 0
+    assert pool.budget.total == 5000 and 0 < pool.budget.peak <= 5000
+    decode_pool()  # back to the default for the rest of the session

@@ -50,7 +50,8 @@ class Strategy(ABC):
         if item.error:
             return _fail(record, item.error, item.detail or item.error)
         try:
-            prepared = await decode_pool().prepare(item.image, self.ctx.max_pixels, self.ctx.limit_pixels)
+            pool = decode_pool(self.ctx.decode_budget)
+            prepared = await pool.prepare(item.image, self.ctx.max_pixels, self.ctx.limit_pixels)
         except ImageProblem as exc:
             return _fail(record, exc.reason, exc.detail)
         record.width, record.height = prepared.width, prepared.height

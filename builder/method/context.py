@@ -39,6 +39,7 @@ class TaggingContext:
         self.open_ended = Template.load(None, "open_ended.j2")
         self.max_pixels = loaded.recipe.engine.max_pixels
         self.limit_pixels = loaded.recipe.output.max_image_pixels
+        self.decode_budget = loaded.recipe.output.decode_pixel_budget
 
     @property
     def concepts(self) -> ConceptSheet:
