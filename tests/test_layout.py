@@ -92,3 +92,12 @@ def test_modules_stay_small():
 def test_the_rooms_are_the_flow():
     rooms = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
     assert rooms == set(RANKS) - {"core"}
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject lists packages by hand (cards/ is mapped in): a new sub-package must be listed too."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, f"missing from [tool.setuptools] packages: {sorted(found - listed)}"
