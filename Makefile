@@ -45,6 +45,7 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
 test-slow: $(STAMP) $(LS_STAMP)
+	$(PIP) install -q -e '.[ray]' 'sglang-router==0.3.2'
 	TAGLLM_LABEL_STUDIO_PYTHON=$(abspath $(LS_PY)) $(VENV)/bin/pytest -q -m slow
 
 $(LS_STAMP):
