@@ -81,12 +81,12 @@ def _timed_prepare(records: dict[str, float]) -> tuple[Any, Any]:
 
 STAGES = {  # stage -> (file suffix, function) whose cumulative time it is; none of them calls another
     "source reading": [("sources/folder.py", "_item")],
-    "request building (templates, Request objects)": [("method/base.py", "group_requests"),
-                                                      ("method/base.py", "verify_request")],
+    "request building (templates, Request objects)": [("method/candidates.py", "group_requests"),
+                                                      ("method/verify.py", "verify_request")],
     "request cache (keys, get, put, commit)": [("run/cache.py", "request_key"), ("run/cache.py", "get"),
                                                ("run/cache.py", "put"), ("run/cache.py", "commit")],
     "engine answering (SimulatedEngine._generate_one)": [("engines/simulated.py", "_generate_one")],
-    "answer parsing": [("method/base.py", "parse_subset_answer"), ("method/base.py", "parse_score")],
+    "answer parsing": [("method/candidates.py", "parse_subset_answer"), ("method/verify.py", "parse_score")],
     "writers (tar, parquet, index)": [("writers/base.py", "write"), ("writers/base.py", "begin_shard"),
                                       ("writers/hf.py", "begin_shard"), ("writers/base.py", "end_shard"),
                                       ("writers/hf.py", "finalize")],

@@ -28,26 +28,29 @@ async def _tag(engine: Any, stage1: list[Any], verify: dict[str, Any], image: by
                threshold: float) -> dict[str, Any]:
     from builder.prompts.constraints import ParseError, parse_subset
 
-    asks = [dataclasses.replace(r, image=image, reference=reference) for r in stage1]
+    engine.learn_reference(image, reference)  # the simulated engine answers from these labels
+    asks = [dataclasses.replace(r, image=image) for r in stage1]
     candidates: list[str] = []
     for request, result in zip(asks, await engine.generate(asks)):
         try:
             candidates += parse_subset(result.text, request.constraint.options)
         except ParseError:
             pass
-    checks = [dataclasses.replace(verify[c], image=image, reference=reference) for c in candidates]
+    checks = [dataclasses.replace(verify[c], image=image) for c in candidates]
     scores = {c: r.yes_prob or 0.0 for c, r in zip(candidates, await engine.generate(checks))}
     return {"labels": [c for c, s in scores.items() if s >= threshold], "scores": scores}
 
 
 async def _run(loaded: Any, folder: Path, out: Path, limit: int, window: int) -> int:
     from builder.engines.registry import engine_from_spec
-    from builder.method.base import TaggingContext
+    from builder.method.candidates import group_requests
+    from builder.method.context import TaggingContext
+    from builder.method.verify import verify_request
 
     ctx = TaggingContext(loaded)
     engine = engine_from_spec(loaded.recipe.engine, loaded.vocab)
-    stage1 = ctx.group_requests(b"", None)  # rendered once; the image goes in per image
-    verify = {name: ctx.verify_request(name, b"", None) for name in loaded.vocab.names}
+    stage1 = group_requests(ctx, b"")  # rendered once; the image goes in per image
+    verify = {name: verify_request(ctx, name, b"") for name in loaded.vocab.names}
     labels = _meta(folder)
     files = sorted(folder.glob("*.jpg"))[:limit]
     threshold = loaded.recipe.tagging.threshold
