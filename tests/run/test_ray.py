@@ -93,10 +93,10 @@ def test_killed_worker_mid_shard_still_gives_identical_output(setup) -> None:
     out = root / "kill-worker"
     # wait until a worker is in the middle of a shard: one shard committed, another one half written
     while time.time() < deadline and not (builder.worker_pids and len(layout.completed_shards(out)) >= 1
-                                          and list((out / "index").glob(".shard-*.tmp"))):
+                                          and list((out / "webdataset").glob(".shard-*.tmp"))):
         time.sleep(0.02)
     assert time.time() < deadline, "the build never reached the middle of a shard"
-    half_written = sorted(p.name for p in (out / "index").glob(".shard-*.tmp"))
+    half_written = sorted(p.name for p in (out / "webdataset").glob(".shard-*.tmp"))
     victim, first_pids = builder.worker_pids[0], list(builder.worker_pids)
     os.kill(victim, signal.SIGKILL)
     thread.join(timeout=300)
