@@ -83,5 +83,5 @@ def need(extra: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except ImportError as exc:
-        hint = f"pip install 'tagllm[{extra}]'"
+        hint = f"pip install -e '.[{extra}]' in a checkout"
         raise UserError(f"this command needs tagllm[{extra}] ({exc.name} is missing): {hint}") from exc

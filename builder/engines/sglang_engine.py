@@ -140,7 +140,7 @@ class SglangEngine(Engine):
             # in the calling (main) thread: sglang installs signal handlers and spawns processes
             self.sgl = self.engine_factory(model_path=self.model, **self.server_args)
         except ImportError as exc:
-            raise RunError(f"sglang engine is not installed (pip install 'tagllm[sglang]'): {exc}") from exc
+            raise RunError(f"sglang engine is not installed (pip install -e '.[sglang]' in a checkout): {exc}") from exc
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise RunError(f"sglang engine: cannot start {self.model!r}: {type(exc).__name__}: {first}") from exc

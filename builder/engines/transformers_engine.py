@@ -82,7 +82,7 @@ class TransformersEngine(Engine):
             import xgrammar  # noqa: F401
         except ImportError as exc:
             raise RunError(f"transformers engine needs torch, transformers and xgrammar "
-                           f"(pip install 'tagllm[hf]'): {exc}") from exc
+                           f"(pip install -e '.[hf]' in a checkout): {exc}") from exc
         try:
             await asyncio.to_thread(self._load)
         except RunError:

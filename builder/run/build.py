@@ -63,7 +63,7 @@ def choose_engine_kind(kind: str) -> str:
         if torch.cuda.is_available():
             return "sglang"
     raise UserError(
-        "engine 'auto' needs sglang and a GPU (pip install 'tagllm[sglang]'); otherwise choose "
+        "engine 'auto' needs sglang and a GPU (pip install -e '.[sglang]' in a checkout); otherwise choose "
         "--engine http --server URL, --engine transformers --model DIR, or --engine simulated"
     )
 

@@ -44,7 +44,7 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError as exc:
-        raise UserError("--runner ray needs Ray: pip install 'tagllm[ray]'") from exc
+        raise UserError("--runner ray needs Ray: pip install -e '.[ray]' in a checkout") from exc
     return ray
 
 

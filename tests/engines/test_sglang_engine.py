@@ -192,7 +192,7 @@ def test_start_errors_are_one_clear_line() -> None:
         raise ImportError("No module named 'sglang'")
 
     engine = SglangEngine(model="m", engine_factory=missing, processor_factory=lambda m, **kw: FakeProcessor())
-    with pytest.raises(RunError, match=r"pip install 'tagllm\[sglang\]'"):
+    with pytest.raises(RunError, match=r"pip install -e '.\[sglang\]' in a checkout"):
         run(engine.start())
 
     def broken(**kwargs: Any) -> Any:

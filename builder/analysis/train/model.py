@@ -84,7 +84,7 @@ def build_model(backbone: str, num_classes: int, pretrained: bool | str = False)
     try:
         import timm
     except ImportError as exc:
-        raise UserError(f"backbone {backbone!r} needs timm: pip install 'tagllm[train]'") from exc
+        raise UserError(f"backbone {backbone!r} needs timm: pip install -e '.[train]' in a checkout") from exc
     if not timm.is_model(backbone):
         raise UserError(f"unknown backbone {backbone!r}: use {TINY} or a timm model name (timm.list_models())")
     if not pretrained:
