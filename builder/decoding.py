@@ -12,12 +12,14 @@ memory stays near `pixel_budget * 4` bytes whatever the source holds.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+from builder.decode_workers import ProcessDecoders
 from builder.images import Prepared, prepare_image
 
 DEFAULT_PIXEL_BUDGET = 64_000_000  # about 256 MB of decoded RGBA at once
@@ -53,8 +55,7 @@ class DecodePool:
     """Bounded decode threads plus a pixel budget; `prepare` is awaited from the event loop."""
 
     def __init__(self, workers: int | None = None, pixel_budget: int = DEFAULT_PIXEL_BUDGET):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.workers = max(1, workers or min(MAX_WORKERS, cores))
+        self.workers = max(1, workers or min(MAX_WORKERS, _cores()))
         self.budget = PixelBudget(pixel_budget)
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="tagllm-decode")
 
@@ -71,17 +72,31 @@ class DecodePool:
 
 
 _default: DecodePool | None = None
+_processes: ProcessDecoders | None = None
 _default_lock = threading.Lock()
 
 
-def decode_pool(pixel_budget: int = DEFAULT_PIXEL_BUDGET) -> DecodePool:
-    """The process's pool (made on first use): every build in a process shares its threads and budget.
+def decode_pool(pixel_budget: int = DEFAULT_PIXEL_BUDGET) -> DecodePool | ProcessDecoders:
+    """The process's decoders (made on first use, shared by every build in the process).
 
-    A recipe asking for another budget (`output.decode_pixel_budget`) gets it from then on."""
-    global _default
+    With a core to spare, worker processes (`builder.decode_workers`): no decode competes with the
+    event loop for the GIL, and each worker holds one image at a time. On one core (or with
+    TAGLLM_DECODE=threads), bounded threads under the pixel budget: a recipe asking for another
+    budget (`output.decode_pixel_budget`) gets it from then on."""
+    global _default, _processes
     with _default_lock:
+        cores = _cores()
+        if cores > 1 and os.environ.get("TAGLLM_DECODE", "processes") != "threads":
+            if _processes is None:
+                _processes = ProcessDecoders(min(MAX_WORKERS, cores - 1))
+                atexit.register(_processes.close)
+            return _processes
         if _default is None:
             _default = DecodePool(pixel_budget=pixel_budget)
         elif _default.budget.total != pixel_budget:
             _default.budget = PixelBudget(pixel_budget)
         return _default
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

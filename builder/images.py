@@ -35,6 +35,7 @@ class Prepared:
     data: bytes  # JPEG for the engine
     width: int  # original size, after EXIF rotation
     height: int
+    ext: str | None = None  # the original's real format ('jpg', 'png', ...), read from its header
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -82,7 +83,9 @@ def prepare_image(data: bytes | None, max_pixels: int, limit_pixels: int, qualit
             width, height = _upright_size(img.width, img.height, orientation)
             as_is = img.format == "JPEG" and img.mode == "RGB" and orientation == 1 and pixels <= max_pixels
             with budget(pixels) if budget is not None else nullcontext():
-                return _decode(img, data, as_is, width, height, max_pixels, quality)
+                prepared = _decode(img, data, as_is, width, height, max_pixels, quality)
+            prepared.ext = format_extension(img.format)
+            return prepared
     except ImageProblem:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -132,10 +135,15 @@ def sniff_extension(data: bytes) -> str | None:
     """The real format of encoded bytes ('jpg', 'png', ...), or None when not an image."""
     try:
         with Image.open(io.BytesIO(data)) as img:
-            fmt = (img.format or "").lower()
+            return format_extension(img.format)
     except Exception:
         return None
-    return {"jpeg": "jpg", "mpo": "jpg", "tiff": "tif"}.get(fmt, fmt) or None
+
+
+def format_extension(fmt: str | None) -> str | None:
+    """PIL's format name -> the file extension used in records ('JPEG' -> 'jpg')."""
+    name = (fmt or "").lower()
+    return {"jpeg": "jpg", "mpo": "jpg", "tiff": "tif"}.get(name, name) or None
 
 
 @lru_cache(maxsize=512)

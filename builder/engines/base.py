@@ -40,6 +40,13 @@ class Request:
     repetition_penalty: float = 1.0
     tag: str = ""  # what the request is for (e.g. "stage1:vehicle"), for logs and stats
 
+    def about(self, image: bytes | None) -> Request:
+        """The same question about another image: questions are built once, then sent per image."""
+        other = object.__new__(Request)  # a shallow copy, without copy.copy's generic (slow) path
+        other.__dict__.update(self.__dict__)
+        other.image = image
+        return other
+
     def prompt_text(self) -> str:
         """All text of the messages joined: what a backend without chat templates would see."""
         parts: list[str] = []
@@ -153,17 +160,15 @@ class Engine(ABC):
                 on_result(i, result)
             return results
 
-        async def one(i: int, request: Request) -> Result:
-            result = await self._with_retries(request)
-            on_result(i, result)
-            return result
-
-        return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
+        return list(await asyncio.gather(*(self._with_retries(r, on_result, i) for i, r in enumerate(requests))))
 
     async def _generate_batch(self, requests: list[Request]) -> list[Result]:
         return list(await asyncio.gather(*(self._with_retries(r) for r in requests)))
 
-    async def _with_retries(self, request: Request) -> Result:
+    async def _with_retries(self, request: Request, on_result: Callable[[int, Result], None] | None = None,
+                            index: int = 0) -> Result:
+        """One request to its final result (retried while the failure is transient); `on_result(index, result)`
+        is called with it before it is returned."""
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.concurrency)
         attempt = 0
@@ -173,6 +178,8 @@ class Engine(ABC):
                 result = await self._guarded(request)
             result.attempts = attempt
             if result.ok or not result.transient or attempt > self.retries:
+                if on_result is not None:
+                    on_result(index, result)
                 return result
             delay = self.backoff * (2 ** (attempt - 1))
             await asyncio.sleep(delay * (0.5 + random.random()))

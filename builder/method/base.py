@@ -44,16 +44,18 @@ class Strategy(ABC):
         self.simulated = simulated
 
     async def tag(self, item: Item) -> Record:
-        ext = (sniff_extension(item.image) or item.ext) if item.image else item.ext  # the real format
-        record = Record(key=item.key, status="ok", reference=item.reference, source=item.ref, ext=ext,
+        record = Record(key=item.key, status="ok", reference=item.reference, source=item.ref, ext=item.ext,
                         simulated=self.simulated)
         if item.error:
+            record.ext = (sniff_extension(item.image) if item.image else None) or item.ext
             return _fail(record, item.error, item.detail or item.error)
         try:
             pool = decode_pool(self.ctx.decode_budget)
             prepared = await pool.prepare(item.image, self.ctx.max_pixels, self.ctx.limit_pixels)
         except ImageProblem as exc:
+            record.ext = (sniff_extension(item.image) if item.image else None) or item.ext
             return _fail(record, exc.reason, exc.detail)
+        record.ext = prepared.ext or item.ext  # the real format, read in the decode thread
         record.width, record.height = prepared.width, prepared.height
         self.asker.show_reference(prepared.data, item.reference)  # read by a simulated engine only
         outcome = await self._label(item, prepared.data)
@@ -71,7 +73,7 @@ class Strategy(ABC):
 
     def keep(self, scores: dict[str, float]) -> list[str]:
         """Final labels: scored labels at or above their threshold, in vocabulary order."""
-        return [name for name in self.ctx.vocab.names if name in scores and scores[name] >= self.ctx.threshold(name)]
+        return [name for name in self.ctx.names if name in scores and scores[name] >= self.ctx.threshold(name)]
 
     @abstractmethod
     async def _label(self, item: Item, image: bytes) -> Outcome:

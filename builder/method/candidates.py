@@ -15,27 +15,30 @@ from builder.prompts.render import Template, chat
 
 def subset_request(ctx: TaggingContext, template: Template, group: str, options: list[str], image: bytes,
                    variant: int = 0) -> Request:
-    """One constrained "which of these are visible" request (messages rendered once per context)."""
+    """One constrained "which of these are visible" request (built once per context, then per image)."""
     key = ("subset", template.origin, group, variant)
-    messages = ctx.memo(key, lambda: chat(ctx.system, template.render(group=group, options=options)))
-    return Request(
-        messages=messages, image=image,
+    question = ctx.memo(key, lambda: Request(
+        messages=chat(ctx.system, template.render(group=group, options=options)), image=None,
         constraint=Constraint("subset", tuple(options)),
         max_tokens=max(ctx.stage1_max_tokens, 16 + 8 * len(options)),
         # ensemble variants differ by prompt, and from the third on by their own seed and sampling
         temperature=ctx.temperature if variant < 2 else max(ctx.temperature, 0.7),
         seed=variant or None, tag=f"subset:{group}:{variant}",
-    )
+    ))
+    return question.about(image)
 
 
 def group_requests(ctx: TaggingContext, image: bytes) -> list[Request]:
     """Stage 1: one request per group (times the ensemble size), all about the same image."""
+    return [question.about(image) for question in ctx.memo("stage1", lambda: _stage1_questions(ctx))]
+
+
+def _stage1_questions(ctx: TaggingContext) -> list[Request]:
     out = []
     for variant in range(ctx.ensemble):
         template = ctx.stage1 if variant % 2 == 0 else ctx.stage1_alt
         for group in ctx.vocab.groups:
-            names = [label.name for label in group.labels]
-            out.append(subset_request(ctx, template, group.name, names, image, variant))
+            out.append(subset_request(ctx, template, group.name, [label.name for label in group.labels], b"", variant))
     return out
 
 
@@ -48,4 +51,4 @@ async def generate_candidates(ctx: TaggingContext, asker: Ask, image: bytes) -> 
     """Union of every group's answer (and every ensemble variant's), in vocabulary order."""
     answers = await asker.ask(group_requests(ctx, image), parse_subset_answer)
     chosen = {label for a in answers if a.ok for label in a.value}
-    return [name for name in ctx.vocab.names if name in chosen], answers
+    return [name for name in ctx.names if name in chosen], answers

@@ -26,6 +26,7 @@ class TaggingContext:
         spec = loaded.recipe.tagging
         self.loaded = loaded
         self.vocab = loaded.vocab
+        self.names = tuple(self.vocab.names)  # read for every image: not rebuilt from the groups each time
         self._concepts = loaded.concepts
         self._memo: dict[Hashable, Any] = {}
         self.system = spec.system_prompt

@@ -45,7 +45,7 @@ class YesNo(Strategy):
     name = "yes-no"
 
     async def _label(self, item: Item, image: bytes) -> Outcome:
-        names = self.ctx.vocab.names
+        names = list(self.ctx.names)
         scores, answers = await verify_labels(self.ctx, self.asker, image, names)
         return Outcome(candidates=list(names), scores=scores, answers=answers, labels=self.keep(scores))
 
@@ -56,7 +56,7 @@ class AllInOne(Strategy):
     name = "all-in-one"
 
     async def _label(self, item: Item, image: bytes) -> Outcome:
-        names = self.ctx.vocab.names
+        names = list(self.ctx.names)
         request = subset_request(self.ctx, self.ctx.all_in_one, "all", names, image)
         (answer,) = await self.asker.ask([request], parse_subset_answer)
         outcome = Outcome(answers=[answer])
@@ -86,7 +86,7 @@ def map_free_text(ctx: TaggingContext, text: str) -> tuple[list[str], list[str]]
             unmapped.append(word)
         else:
             found.add(label)
-    return [n for n in ctx.vocab.names if n in found], unmapped
+    return [n for n in ctx.names if n in found], unmapped
 
 
 def free_request(ctx: TaggingContext, image: bytes) -> Request:

@@ -22,9 +22,10 @@ def verify_question(ctx: TaggingContext, label: str) -> str:
 
 def verify_request(ctx: TaggingContext, label: str, image: bytes) -> Request:
     """A one-token yes/no with the label's concept description, scored by logprobs."""
-    messages = ctx.memo(("verify", label), lambda: chat(ctx.system, verify_question(ctx, label)))
-    return Request(messages=messages, image=image, constraint=Constraint("yesno"),
-                   max_tokens=1, temperature=0.0, logprobs=True, tag=f"verify:{label}")
+    question = ctx.memo(("verify", label), lambda: Request(
+        messages=chat(ctx.system, verify_question(ctx, label)), image=None, constraint=Constraint("yesno"),
+        max_tokens=1, temperature=0.0, logprobs=True, tag=f"verify:{label}"))
+    return question.about(image)
 
 
 def parse_score(request: Request, result: Result) -> float:

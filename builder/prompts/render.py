@@ -23,6 +23,12 @@ def _builtin(name: str) -> str:
     return resources.files("builder.prompts").joinpath("templates", name).read_text(encoding="utf-8")
 
 
+@lru_cache(maxsize=64)
+def _compiled(source: str) -> jinja2.Template:
+    """Templates are compiled once per process: every build and calibration round reuses them."""
+    return _ENV.from_string(source)
+
+
 class Template:
     """A Jinja template from a file or a built-in name; errors name the file."""
 
@@ -30,7 +36,7 @@ class Template:
         self.origin = origin
         self.source = source
         try:
-            self._template = _ENV.from_string(source)
+            self._template = _compiled(source)
         except jinja2.TemplateSyntaxError as exc:
             raise UserError(f"{origin}: line {exc.lineno}: template error: {exc.message}") from exc
 

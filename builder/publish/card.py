@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,12 @@ def _default_template() -> str:
 
 
 def _template(path: Path | None) -> jinja2.Template:
-    text = path.read_text(encoding="utf-8") if path else _default_template()
+    return _compiled(path.read_text(encoding="utf-8") if path else _default_template())
+
+
+@lru_cache(maxsize=8)
+def _compiled(text: str) -> jinja2.Template:
+    """Compiled once per process (compiling costs more than rendering)."""
     env = jinja2.Environment(undefined=jinja2.ChainableUndefined, autoescape=False)
     return env.from_string(text)
 

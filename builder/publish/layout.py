@@ -83,10 +83,37 @@ JSON_COLUMNS = ("labels", "scores", "candidates", "reference", "raw", "source", 
 
 def record_row(record: Record, shard: int) -> dict[str, Any]:
     row = record.to_json()
-    for col in JSON_COLUMNS:
-        row[col] = json.dumps(row[col], separators=(",", ":"))
+    row.update(_encoded(record)[0])
     row["shard"] = shard
     return row
+
+
+def sample_json(record: Record) -> bytes:
+    """`record.to_sample_json()` as compact UTF-8 JSON, sharing the nested parts' encoding with the index row."""
+    return _encoded(record)[1]
+
+
+_last: tuple[Record, tuple, tuple[dict[str, str], bytes]] | None = None  # the record both writers just wrote
+
+
+def _encoded(record: Record) -> tuple[dict[str, str], bytes]:
+    """(JSON text of each nested column, the sample json): encoded once per record, read by two writers."""
+    global _last
+    state = (record.status, record.labels, record.scores, record.candidates, record.raw, record.usage,
+             record.review, record.source, record.error, record.detail, record.width, record.height)
+    if _last is not None and _last[0] is record and all(a is b for a, b in zip(_last[1], state)):
+        return _last[2]
+    data = record.to_sample_json()
+    texts = {col: _dumps(data[col]) for col in JSON_COLUMNS if col != "scores"}
+    texts["scores"] = _dumps(record.scores)
+    parts = [f'"{k}":{texts[k] if k in texts and k != "scores" else _dumps(v)}' for k, v in data.items()]
+    made = (texts, ("{" + ",".join(parts) + "}").encode("utf-8"))
+    _last = (record, state, made)
+    return made
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def row_record(row: dict[str, Any]) -> Record:

@@ -169,7 +169,7 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when built with it
     """SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last silently)."""
 
 

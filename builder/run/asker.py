@@ -7,6 +7,8 @@ temperature 0.7) is tried, and its answer is marked `sampled` in the raw answers
 without a usable logprob is `no_score` at once: asking again would get the same answer.
 
 Only answers that parse are cached, so a resumed or retried run asks again for anything that failed.
+An ask's answers are stored together when the last of them is in (one cache row per image and kind of
+question, see `builder.run.cache`), not one by one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from builder.engines.base import Engine, Request, Result
 from builder.method.answers import Answer
 from builder.prompts.constraints import ParseError
 from builder.prompts.scoring import NoScore
-from builder.run.cache import RequestCache, request_key
+from builder.run.cache import Entries, RequestCache, question_digest, replayed, row_key, stored
 
 SAMPLED_TEMPERATURE = 0.7
 
@@ -47,12 +49,12 @@ class Asker:
 
     async def ask(self, requests: list[Request], parse: Callable[[Request, Result], Any]) -> list[Answer]:
         answers: list[Answer | None] = [None] * len(requests)
-        keys = [request_key(r, self.engine_id, self.vocab_digest) for r in requests]
+        rows, found = self._lookup(requests)
         todo: list[int] = []
-        cache = self.cache  # `is not None`: the truth test of a cache must never count its rows
-        for i, (request, key) in enumerate(zip(requests, keys)):
-            cached = cache.get(key) if cache is not None else None
-            if cached is not None:
+        for i, request in enumerate(requests):
+            entry = found[rows[i][0]].get(rows[i][1]) if found and rows[i][0] in found else None
+            if entry is not None:
+                cached = replayed(entry)
                 try:
                     answers[i] = Answer(request, cached, parse(request, cached), cached=True)
                     self.counts["cache_hits"] += 1
@@ -62,13 +64,14 @@ class Asker:
             todo.append(i)
         attempt = 0
         pending = {i: requests[i] for i in todo}
+        fresh: dict[int, Result] = {}  # answers that parsed, to store
         spent: Counter[int] = Counter()  # busy time of answers that did not parse and were re-asked
         while pending:
             batch = list(pending.items())
             retry: dict[int, Request] = {}
 
             def settle(j: int, result: Result, batch=batch, retry=retry, attempt=attempt, spent=spent) -> None:
-                """Parse and cache each answer the moment it arrives."""
+                """Parse each answer the moment it arrives."""
                 i, sent = batch[j]
                 spent[i] += self._busy.share() * self.gpus
                 result.gpu_seconds, result.gpus = round(spent[i], 6), self.gpus
@@ -93,15 +96,48 @@ class Asker:
                         result.error = f"answer does not fit the constraint: {exc}"
                         answers[i] = Answer(requests[i], result, reason="parse", sampled=sampled)
                     return
-                if self.cache is not None and not sampled:
-                    self.cache.put(keys[i], result)
+                if not sampled:
+                    fresh[i] = result
                 answers[i] = Answer(requests[i], result, value, sampled=sampled)
 
             with self._busy:
                 await self.engine.generate([r for _, r in batch], on_result=settle)
             pending = retry
             attempt += 1
+        self._store(rows, found, fresh)
         return [a for a in answers if a is not None]
+
+    def _lookup(self, requests: list[Request]) -> tuple[list[tuple[str, str]], dict[str, Entries]]:
+        """(row key, question digest) of each request, and the stored answers of each row."""
+        rows: list[tuple[str, str]] = []
+        found: dict[str, Entries] = {}
+        if self.cache is None:  # `is not None`: the truth test of a cache must never count its rows
+            return rows, found
+        made: dict[tuple[bytes | None, str], str] = {}  # the requests of an ask share one or two rows
+        for request in requests:
+            question = question_digest(request, self.engine_id, self.vocab_digest)
+            owner = (request.image if request.image else question.encode(), request.tag.split(":", 1)[0])
+            row = made.get(owner)
+            if row is None:
+                row = made[owner] = row_key(request, self.engine_id, self.vocab_digest, question)
+                entries = self.cache.get(row)
+                if entries:
+                    found[row] = entries
+            rows.append((row, question))
+        return rows, found
+
+    def _store(self, rows: list[tuple[str, str]], found: dict[str, Entries], fresh: dict[int, Result]) -> None:
+        """One write per row: its earlier answers plus this ask's (an image's answers arrive together)."""
+        if self.cache is None or not fresh:
+            return
+        grown: dict[str, Entries] = {}
+        for i, result in fresh.items():
+            row, question = rows[i]
+            if row not in grown:
+                grown[row] = dict(found.get(row, {}))
+            grown[row][question] = stored(result)
+        for row, entries in grown.items():
+            self.cache.put(row, entries, new=sum(1 for i in fresh if rows[i][0] == row))
 
     def _again(self, request: Request, attempt: int) -> Request | None:
         """The request to send after a malformed answer: the same one, then maybe a sampled one."""

@@ -1,14 +1,17 @@
-"""Request cache: every engine answer, stored as it arrives, keyed by what determines it.
+"""Request cache: every parsed engine answer, stored when its image's questions are answered.
 
-The key hashes the image bytes sent, the engine identity (backend, model, and for the simulated
-engine its noise model), the rendered messages, the constraint, the decoding parameters and the
-vocabulary version. A killed run resumes by replaying answers from here, so only requests that
-never finished are sent again; re-thresholding never needs the engine at all.
+One row per image and kind of question (`subset`, `verify`, ...): the row key hashes the image
+bytes sent, the kind, the engine identity (backend, model, and for the simulated engine its noise
+model) and the vocabulary version; the row holds the answers of that image by *question digest*
+(a hash of the rendered messages, the constraint, the decoding parameters, the engine and the
+vocabulary). So one image costs two rows, not one per request, and a re-check with a changed
+concept description still replays every question that did not change. A killed run resumes by
+replaying answers from here; re-thresholding never needs the engine at all.
 
-Answers are committed in small batches (one SQLite transaction per `batch` answers or per
-`max_delay` seconds, whichever comes first, written by a thread of its own) and always before a
-shard's files are renamed (`commit()`), so a SIGKILL loses at most the uncommitted answers (two
-batches at most), which a resumed run re-asks.
+Rows are committed in batches (one SQLite transaction per `batch` answers or per `max_delay`
+seconds, whichever comes first, written by a thread of its own) and always before a shard's files
+are renamed (`commit()`), so a SIGKILL loses at most the uncommitted answers (two batches) and
+those of images whose questions were still being answered, which a resumed run re-asks.
 """
 
 from __future__ import annotations
@@ -19,34 +22,24 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from builder.engines.base import Request, Result
 from builder.images import image_digest
 
-_FIELDS = [f.name for f in fields(Result)]
-_PAYLOADS: dict[tuple, bytes] = {}  # the request's text part of the key, made once per question
-_PAYLOADS_MAX = 4096
+FORMAT = "v2"  # part of every row key: rows of another layout are never misread, only missed
+STORED = ("text", "yes_prob", "prompt_tokens", "cached_tokens", "completion_tokens", "latency", "attempts",
+          "extra", "gpu_seconds", "gpus")  # what a replayed answer needs (only answers that parsed are stored)
 BATCH = 64  # answers per transaction: one commit per answer cost ~8% of a build's time
 MAX_DELAY = 1.0  # seconds an answer may wait for its batch's commit (checked at each put)
+_MEMO_MAX = 4096
+_QUESTIONS: dict[tuple, tuple[Any, str]] = {}  # -> (the messages object, the digest)
+
+Entries = dict[str, list[Any]]  # question digest -> the stored fields of its answer
 
 
-def _freeze(messages: list[dict[str, Any]]) -> tuple:
-    """A hashable copy of chat messages (two levels: messages, then content parts)."""
-    out = []
-    for message in messages:
-        items = []
-        for k, v in message.items():
-            if isinstance(v, list):
-                v = tuple(tuple(p.items()) if isinstance(p, dict) else p for p in v)
-            items.append((k, v))
-        out.append(tuple(items))
-    return tuple(out)
-
-
-def _make_payload(request: Request, engine_id: str, vocab_digest: str) -> bytes:
+def _question_json(request: Request, engine_id: str, vocab_digest: str) -> bytes:
     payload = {
         "engine": engine_id,
         "messages": request.messages,
@@ -60,32 +53,48 @@ def _make_payload(request: Request, engine_id: str, vocab_digest: str) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _payload(request: Request, engine_id: str, vocab_digest: str) -> bytes:
-    """The JSON of everything but the image: the same for every image asked the same question."""
-    try:
-        memo = (engine_id, vocab_digest, _freeze(request.messages), request.constraint, request.max_tokens,
-                request.temperature, request.logprobs, request.seed)
-        made = _PAYLOADS.get(memo)
-    except TypeError:  # messages nested deeper than chat parts: no memo, same key
-        return _make_payload(request, engine_id, vocab_digest)
-    if made is None:
-        made = _make_payload(request, engine_id, vocab_digest)
-        if len(_PAYLOADS) >= _PAYLOADS_MAX:
-            _PAYLOADS.clear()
-        _PAYLOADS[memo] = made
-    return made
+def question_digest(request: Request, engine_id: str, vocab_digest: str) -> str:
+    """sha256 of everything but the image, made once per question.
+
+    Builders render each question's messages once and reuse the list, so the memo is keyed by that
+    list's identity (the memo holds the list, so the identity cannot be reused by another one)."""
+    memo = (id(request.messages), engine_id, vocab_digest, request.constraint, request.max_tokens,
+            request.temperature, request.logprobs, request.seed)
+    made = _QUESTIONS.get(memo)
+    if made is not None and made[0] is request.messages:
+        return made[1]
+    digest = hashlib.sha256(_question_json(request, engine_id, vocab_digest)).hexdigest()[:32]
+    if len(_QUESTIONS) >= _MEMO_MAX:
+        _QUESTIONS.clear()
+    _QUESTIONS[memo] = (request.messages, digest)
+    return digest
 
 
-def request_key(request: Request, engine_id: str, vocab_digest: str) -> str:
-    h = hashlib.sha256(image_digest(request.image or b"").encode())
-    h.update(_payload(request, engine_id, vocab_digest))
-    return h.hexdigest()
+def row_key(request: Request, engine_id: str, vocab_digest: str, question: str) -> str:
+    """The row of a request: its image and kind of question (a request without an image: its own row)."""
+    kind = request.tag.split(":", 1)[0]
+    owner = image_digest(request.image) if request.image else question
+    return hashlib.sha256(f"{FORMAT}\x1f{owner}\x1f{kind}\x1f{engine_id}\x1f{vocab_digest}".encode()).hexdigest()
+
+
+_EXTRA = STORED.index("extra")
+REPLAYED_EXTRA = ("score_bound",)  # what of `Result.extra` a replay reads (the record's raw answers show it)
+
+
+def stored(result: Result) -> list[Any]:
+    """The fields a replay needs (engine-specific extras such as full logprobs stay out: the score is in)."""
+    row = [getattr(result, f) for f in STORED]
+    row[_EXTRA] = {k: v for k, v in result.extra.items() if k in REPLAYED_EXTRA}
+    return row
+
+
+def replayed(entry: list[Any]) -> Result:
+    return Result(**dict(zip(STORED, entry)))
 
 
 class RequestCache:
-    """SQLite in WAL mode. Answers are written in batches by one writer thread (the commit's disk
-    I/O stays off the event loop) and always before a shard commits; a SIGKILL loses at most the
-    batch being filled and the one being written (`max_loss` answers), which a resumed run re-asks.
+    """SQLite in WAL mode, one row per image and kind of question. Rows are written in batches by one
+    writer thread (the commit's disk I/O stays off the event loop) and always before a shard commits.
     """
 
     def __init__(self, path: Path, batch: int = BATCH, max_delay: float = MAX_DELAY):
@@ -93,13 +102,13 @@ class RequestCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.batch = max(1, batch)
         self.max_delay = max_delay
-        self.max_loss = 2 * self.batch
         self._lock = threading.Lock()
-        self._db = self._connect(check_same_thread=False)  # reads (on resume), from the loop thread
+        self._db = self._connect(check_same_thread=False)  # reads, from the loop thread
         self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
-        # A new output starts with an empty cache: nothing to look up until a rerun.
-        self._empty_at_open = self._db.execute("SELECT 1 FROM answers LIMIT 1").fetchone() is None
-        self._pending: dict[str, str] = {}  # answers of the batch being filled
+        # A new output starts with an empty file: no lookup reaches SQLite until a batch is written.
+        self._in_db = self._db.execute("SELECT 1 FROM answers LIMIT 1").fetchone() is not None
+        self._pending: dict[str, str] = {}  # rows of the batch being filled
+        self._pending_answers = 0
         self._writing: dict[str, str] = {}  # the batch the writer thread is committing
         self._opened = 0.0  # when the batch being filled got its first answer
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="tagllm-cache")
@@ -120,27 +129,25 @@ class RequestCache:
         """A cache object is always truthy (O(1)); `len()` counts rows and is not for hot paths."""
         return True
 
-    def get(self, key: str) -> Result | None:
-        if self._empty_at_open:
-            return None
+    def get(self, key: str) -> Entries | None:
+        """The answers stored under a row key (pending, being written or committed), or None."""
         with self._lock:
             blob = self._pending.get(key) or self._writing.get(key)
-            if blob is None:
+            if blob is None and self._in_db:
                 row = self._db.execute("SELECT result FROM answers WHERE key = ?", (key,)).fetchone()
                 blob = row[0] if row else None
-        if blob is None:
-            return None
-        data: dict[str, Any] = json.loads(blob)
-        return Result(**data)
+        return json.loads(blob) if blob is not None else None
 
-    def put(self, key: str, result: Result) -> None:
-        blob = json.dumps({f: getattr(result, f) for f in _FIELDS}, separators=(",", ":"))
+    def put(self, key: str, entries: Entries, new: int = 1) -> None:
+        """Store a row (every answer it should hold, old and `new`); it replaces the row's earlier version."""
+        blob = json.dumps(entries, separators=(",", ":"))
         now = time.monotonic()
         with self._lock:
             if not self._pending:
                 self._opened = now
             self._pending[key] = blob
-            full = len(self._pending) >= self.batch or now - self._opened >= self.max_delay
+            self._pending_answers += max(1, new)
+            full = self._pending_answers >= self.batch or now - self._opened >= self.max_delay
         if full:
             self._hand_over()
 
@@ -155,7 +162,7 @@ class RequestCache:
         with self._lock:
             if not self._pending:
                 return
-            self._writing, self._pending = self._pending, {}
+            self._writing, self._pending, self._pending_answers = self._pending, {}, 0
             batch = list(self._writing.items())
         self._in_flight = self._writer.submit(self._write, batch)
 
@@ -172,6 +179,7 @@ class RequestCache:
         self._wdb.execute("COMMIT")
         with self._lock:
             self._writing = {}
+            self._in_db = True
 
     def _close_writer(self) -> None:
         if self._wdb is not None:
@@ -179,6 +187,7 @@ class RequestCache:
             self._wdb = None
 
     def __len__(self) -> int:
+        """Rows committed (images x kinds of question): for tests and tools, never the hot path."""
         self.commit()
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]

@@ -14,9 +14,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-from builder.engines.base import Result
 from builder.publish import layout
-from builder.run.cache import RequestCache
+from builder.run.cache import Entries, RequestCache
 
 CACHES_DIR = "caches"
 
@@ -40,16 +39,16 @@ class LayeredCache(RequestCache):
         super().__init__(path)
         self._others = [db for db in map(_read_only, others) if db is not None]
 
-    def get(self, key: str) -> Result | None:
+    def get(self, key: str) -> Entries | None:
         found = super().get(key)
         if found is not None:
             return found
         for db in self._others:
             row = db.execute("SELECT result FROM answers WHERE key = ?", (key,)).fetchone()
             if row is not None:
-                result = Result(**json.loads(row[0]))
-                self.put(key, result)  # the shard is now this process's: keep its answers together
-                return result
+                entries: Entries = json.loads(row[0])
+                self.put(key, entries, new=len(entries))  # the shard is now this process's: keep its answers together
+                return entries
         return None
 
     def close(self) -> None:
@@ -71,7 +70,7 @@ def _read_only(path: Path) -> sqlite3.Connection | None:
 
 
 def merge_caches(out: Path) -> int:
-    """Fold every worker file into OUT/cache.sqlite and remove it; returns the answers added."""
+    """Fold every worker file into OUT/cache.sqlite and remove it; returns the rows added."""
     folder = Path(out) / CACHES_DIR
     if not folder.is_dir():
         return 0
@@ -82,7 +81,13 @@ def merge_caches(out: Path) -> int:
     for path in sorted(folder.glob("*.sqlite")):
         before = main.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
         main.execute("ATTACH DATABASE ? AS part", (str(path),))
+        # A row both files hold (an image a killed worker began and another finished): keep every answer.
+        both = main.execute("SELECT a.key, a.result, p.result FROM answers a JOIN part.answers p USING (key) "
+                            "WHERE a.result != p.result").fetchall()
         main.execute("INSERT OR IGNORE INTO answers SELECT key, result FROM part.answers")
+        for key, ours, theirs in both:
+            merged = json.dumps({**json.loads(theirs), **json.loads(ours)}, separators=(",", ":"))
+            main.execute("UPDATE answers SET result = ? WHERE key = ?", (merged, key))
         main.execute("DETACH DATABASE part")
         added += main.execute("SELECT COUNT(*) FROM answers").fetchone()[0] - before
     main.close()

@@ -50,6 +50,7 @@ class Source(ABC):
     def __init__(self, spec: SourceSpec, vocab: Vocabulary, base_dir: Path):
         self.spec = spec
         self.vocab = vocab
+        self._names = dict.fromkeys(vocab.names)  # in vocabulary order, O(1) to test; read for every row
         self.base_dir = base_dir
 
     def resolve(self, value: str) -> Path:
@@ -104,7 +105,7 @@ class Source(ABC):
         Raises ValueError naming the label when it maps to nothing; the reader turns that into
         an item with error 'source' (a bad row never kills the run).
         """
-        vocab_names = self.vocab.names
+        vocab_names = self._names
         out: set[str] = set()
         for raw in names:
             name = str(raw)

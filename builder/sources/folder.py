@@ -35,6 +35,12 @@ def safe_key(name: str) -> str:
 
 def split_ext(rel: str) -> tuple[str, str]:
     """'a/b.JPG' -> ('a/b', 'jpg'); a name without a suffix has ext ''."""
+    if "//" not in rel and "./" not in rel and not rel.endswith("/"):  # already normal: plain string work
+        name = rel.rpartition("/")[2]
+        dot = name.rfind(".")
+        if 0 < dot < len(name) - 1:  # as pathlib: a leading or trailing dot makes no suffix
+            return rel[: len(rel) - len(name) + dot], name[dot + 1:].lower()
+        return rel, ""
     p = PurePosixPath(rel)
     ext = p.suffix[1:].lower()
     return (str(p.with_suffix("")) if p.suffix else rel), ext

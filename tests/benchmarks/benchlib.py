@@ -156,11 +156,33 @@ def build(data: dict[str, Any], out: Path, engine: Any = None) -> Any:
 
 # --- timing and reporting -------------------------------------------------------------------------
 def cpu_seconds() -> float:
-    """CPU time of this process so far, all threads, user + system."""
+    """CPU time so far of this process (all threads) and of its live children (the build's decode
+    workers), user + system; children that exited are counted by the kernel in RUSAGE_CHILDREN."""
     import resource
 
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total + _live_children_cpu()
+
+
+def _live_children_cpu() -> float:
+    """utime + stime of the running child processes (Linux /proc; 0 elsewhere)."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    for children in Path("/proc/self/task").glob("*/children"):
+        try:
+            pids = children.read_text().split()
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks
 
 
 def alternate(sides: dict[str, Callable[[], Any]], reps: int, on_rep: Callable[[str, int, float], None] | None = None,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 import tarfile
 import time
@@ -72,8 +71,7 @@ class WebDatasetWriter(Writer):
         self._tar = TarSamples(self._stream)
 
     def _write(self, record: Record, image: bytes | None) -> None:
-        record_json = json.dumps(record.to_sample_json(), ensure_ascii=False, separators=(",", ":"))
-        fields = {"json": record_json.encode("utf-8")}
+        fields = {"json": layout.sample_json(record)}
         if image:
             fields[IMAGE_MEMBER] = image
         self._tar.write(member_key(record.key), fields)
