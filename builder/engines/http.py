@@ -37,6 +37,7 @@ from builder.engines.http_wire import (
     OPENAI_MAX_TOP_LOGPROBS,
     Wire,
     chat_body,
+    encode_body,
     native_body,
     read_chat,
     read_native,
@@ -129,7 +130,12 @@ class HttpEngine(Engine):
                      headers: dict[str, str] | None = None) -> tuple[int, str, Any]:
         """(status, text, headers) of one call; aiohttp errors propagate to the caller."""
         assert self._client is not None
-        kwargs: dict[str, Any] = {} if body is None else {"json": body}
+        kwargs: dict[str, Any] = {}
+        if isinstance(body, bytes):  # already JSON (`encode_body`)
+            kwargs["data"] = body
+            headers = {**(headers or {}), "Content-Type": "application/json"}
+        elif body is not None:
+            kwargs["json"] = body
         if headers:
             kwargs["headers"] = headers
         if timeout is not None:
@@ -287,7 +293,8 @@ class HttpEngine(Engine):
         self._sent[server] += 1
         started = time.perf_counter()
         try:
-            status, text, headers = await self._fetch("POST", server + path, body, headers=routing_key(request))
+            status, text, headers = await self._fetch("POST", server + path, encode_body(body, request.image),
+                                                      headers=routing_key(request))
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
             raise EngineError(f"timeout talking to {redact_url(server)} ({type(exc).__name__})",
                               transient=True) from exc

@@ -61,6 +61,37 @@ def data_url(image: bytes, mime: str = "image/jpeg") -> str:
     return f"data:{mime};base64,{base64.b64encode(image).decode('ascii')}"
 
 
+_IMAGE_SLOT = "tagllm:image-data-url"  # stands for the data URL while the rest of a body is encoded
+
+
+def encode_body(body: dict[str, Any], image: bytes | None) -> bytes:
+    """The body as JSON bytes, with the image's data URL spliced in instead of scanned by the encoder.
+
+    A data URL holds only characters JSON never escapes, so the bytes are those of `json.dumps(body)`;
+    the encoder just does not walk ~100 KB of base64 for every request about the image."""
+    url = data_url(image) if image is not None else None
+    if url is None:
+        return json.dumps(body).encode()
+    text = json.dumps(_swap(body, url))
+    return _url_bytes(url).join(text.encode().split(f'"{_IMAGE_SLOT}"'.encode()))
+
+
+@lru_cache(maxsize=256)
+def _url_bytes(url: str) -> bytes:
+    return f'"{url}"'.encode()
+
+
+def _swap(value: Any, url: str) -> Any:
+    """A copy of a body with the data URL string replaced by the slot (dicts and lists copied, nothing else)."""
+    if value is url:
+        return _IMAGE_SLOT
+    if isinstance(value, dict):
+        return {k: _swap(v, url) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_swap(v, url) for v in value]
+    return value
+
+
 def render_chat(messages: list[dict[str, Any]], template: str | None = None,
                 image_token: str = DEFAULT_IMAGE_TOKEN, has_image: bool = True) -> str:
     """Chat messages -> one prompt string with the image placeholder where the image part was."""

@@ -46,6 +46,21 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def decoder_peak_mb() -> float:
+    """Peak RSS of the build's decode worker processes (0 when the build decodes in threads)."""
+    from builder import decoding
+
+    total = 0.0
+    for worker in decoding._processes._procs if decoding._processes is not None else []:
+        try:
+            for line in Path(f"/proc/{worker.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
+
+
 def child(folder: Path, limit: int, out: Path, per_shard: int) -> None:
     import builder.run.build  # the imports a build needs, before measuring the baseline
 
@@ -62,7 +77,8 @@ def child(folder: Path, limit: int, out: Path, per_shard: int) -> None:
     finalize = builder.run.build.finalize_output
 
     def timed_finalize(*args, **kwargs):  # the peak while tagging and writing shards, before totals + card
-        marks["tagging_peak_mb"] = peak_mb()
+        marks["decoder_mb"] = decoder_peak_mb()
+        marks["tagging_peak_mb"] = peak_mb() + marks["decoder_mb"]
         marks["finalize_start"] = time.perf_counter()
         try:
             return finalize(*args, **kwargs)
@@ -90,7 +106,8 @@ def child(folder: Path, limit: int, out: Path, per_shard: int) -> None:
     seconds = time.perf_counter() - started
     shard_cpu = [b[0] - a[0] for a, b in zip(marks_at, marks_at[1:])]
     walls = [b[1] - a[1] for a, b in zip(marks_at, marks_at[1:])]
-    print(json.dumps({"peak_mb": peak_mb(), "baseline_mb": baseline, "seconds": seconds, "shard_walls": walls, "shard_cpu": shard_cpu,
+    decoders = max(marks.get("decoder_mb", 0.0), decoder_peak_mb())
+    print(json.dumps({"peak_mb": peak_mb() + decoders, "decoder_mb": decoders, "baseline_mb": baseline, "seconds": seconds, "shard_walls": walls, "shard_cpu": shard_cpu,
                       "torch_after_build": "torch" in sys.modules,
                       "tagging_peak_mb": marks.get("tagging_peak_mb", 0.0), **imports,
                       "finalize_seconds": marks.get("finalize_seconds", 0.0),
@@ -135,7 +152,8 @@ def main() -> None:
         f"MEM peak RSS (build of {large} / {small} images)", ratio,
         f"{b['peak_mb']:.0f} MB vs {a['peak_mb']:.0f} MB peak; after imports {b['baseline_mb']:.0f} / "
         f"{a['baseline_mb']:.0f} MB, so the build itself adds {b['peak_mb'] - b['baseline_mb']:.0f} / "
-        f"{a['peak_mb'] - a['baseline_mb']:.0f} MB; {WIDTH}x{HEIGHT} JPEGs, {per_shard} per shard, tagllm, "
+        f"{a['peak_mb'] - a['baseline_mb']:.0f} MB, of which the decode worker processes {b['decoder_mb']:.0f} / "
+        f"{a['decoder_mb']:.0f} MB; {WIDTH}x{HEIGHT} JPEGs, {per_shard} per shard, tagllm, "
         f"simulated engine, webdataset+hf; fresh process each",
         f"<= {GOAL}", ratio <= GOAL)
     walls, cpus = b["shard_walls"], b["shard_cpu"]

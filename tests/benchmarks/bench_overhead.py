@@ -83,8 +83,9 @@ STAGES = {  # stage -> (file suffix, function) whose cumulative time it is; none
     "source reading": [("sources/folder.py", "_item")],
     "request building (templates, Request objects)": [("method/candidates.py", "group_requests"),
                                                       ("method/verify.py", "verify_request")],
-    "request cache (keys, get, put, commit)": [("run/cache.py", "request_key"), ("run/cache.py", "get"),
-                                               ("run/cache.py", "put"), ("run/cache.py", "commit")],
+    "request cache (keys, get, put, commit)": [("run/cache.py", "question_digest"), ("run/cache.py", "row_key"),
+                                               ("run/cache.py", "get"), ("run/cache.py", "put"),
+                                               ("run/cache.py", "commit")],
     "engine answering (SimulatedEngine._generate_one)": [("engines/simulated.py", "_generate_one")],
     "answer parsing": [("method/candidates.py", "parse_subset_answer"), ("method/verify.py", "parse_score")],
     "writers (tar, parquet, index)": [("writers/base.py", "write"), ("writers/base.py", "begin_shard"),
@@ -103,6 +104,7 @@ def profile_build(data: dict, out: Path, images: int) -> list[str]:
     loaded = bl.load(data)
     load_seconds = time.perf_counter() - started
     install()
+    children_cpu = bl._live_children_cpu()
     profiler = cProfile.Profile()
     try:
         started = time.perf_counter()
@@ -136,8 +138,12 @@ def profile_build(data: dict, out: Path, images: int) -> list[str]:
                  "engine base loop (semaphore, timeout, gather), asyncio scheduling, waiting for decodes")
     lines.append(f"  {ms * final:6.2f} ms/image {100 * final / total:5.1f}%  finalize_output (stats merge, cost, card)")
     calls = max(1, prep["calls"])
-    lines.append(f"  image preparation in decode threads (beside the loop): {1000 * prep['cpu'] / calls:.2f} ms/image CPU, "
-                 f"{1000 * prep['seconds'] / calls:.2f} ms/image wall over {prep['calls']} images")
+    if prep["calls"]:
+        lines.append(f"  image preparation in decode threads (beside the loop): {1000 * prep['cpu'] / calls:.2f} ms/image "
+                     f"CPU, {1000 * prep['seconds'] / calls:.2f} ms/image wall over {prep['calls']} images")
+    else:
+        lines.append(f"  image preparation in the decode worker processes (beside the loop): "
+                     f"{1000 * (bl._live_children_cpu() - children_cpu) / images:.2f} ms/image CPU")
     lines.append("  top functions by own time (event-loop thread):")
     rows = sorted(table.items(), key=lambda kv: -kv[1][2])[:10]
     for (file, line, func), (_cc, nc, tt, ct, _callers) in rows:

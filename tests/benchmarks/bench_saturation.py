@@ -368,7 +368,9 @@ def main() -> None:
             engine_rate = bl.median([r[0] for r in cpu_log[("engine", count)]])
             plain_rate = bl.median([r[0] for r in cpu_log[("plain", count)]])
             ratio = engine_rate / plain_rate
-            summary.append(f"x{count}: engine {engine_rate:.0f} vs plain {plain_rate:.0f} req/s = {ratio:.3f}")
+            busy = max(bl.median([r[3] for r in cpu_log[(side, count)]]) for side in ("engine", "plain"))
+            bound = f" (CPU-bound: {busy:.2f} of {cores} cores busy)" if busy > 0.9 * cores else ""
+            summary.append(f"x{count}: engine {engine_rate:.0f} vs plain {plain_rate:.0f} req/s = {ratio:.3f}{bound}")
             if worst is None or ratio < worst[0]:
                 worst = (ratio, count)
         if worst is not None:

@@ -91,3 +91,21 @@ def test_sglang_openai_body_has_its_grammar_and_sampling_fields() -> None:
     body = chat_body(wire, SUBSET)
     assert body["ebnf"].startswith("root ::=") and body["top_k"] == -1 and body["repetition_penalty"] == 1.0
     assert "token_ids_logprob" not in chat_body(wire, YESNO)  # its chat endpoint has no such field
+
+
+def test_bodies_are_encoded_with_the_image_spliced_in_byte_for_byte() -> None:
+    """`encode_body` gives exactly `json.dumps(body)` (the data URL is spliced, not scanned), for both protocols."""
+    import json as _json
+
+    from builder.engines.base import Request
+    from builder.engines.http_wire import Wire, chat_body, encode_body, native_body
+    from builder.prompts.constraints import Constraint
+    from builder.prompts.render import chat
+
+    image = bytes(range(256)) * 300
+    request = Request(messages=chat("sys \u00e9", "Is there a \"cat\"?"), image=image, constraint=Constraint("yesno"),
+                      max_tokens=1, logprobs=True)
+    for body in (chat_body(Wire(server_kind="vllm"), request), native_body(Wire(api="http-sglang"), request)):
+        assert encode_body(body, image) == _json.dumps(body).encode()
+    plain = Request(messages=chat("s", "q"), image=None, constraint=Constraint("free"))
+    assert encode_body(chat_body(Wire(), plain), None) == _json.dumps(chat_body(Wire(), plain)).encode()
