@@ -1,4 +1,7 @@
-"""Image decoding off the event loop, bounded by a pixel budget rather than by a thread count.
+"""Image decoding off the event loop: in worker processes, or in threads bounded by a pixel budget.
+
+With a core to spare, `decode_pool()` gives the worker processes of `builder.decode_workers` (no GIL
+shared with the loop). Otherwise (one core, or TAGLLM_DECODE=threads) the threads below do it.
 
 A build prepares every image (validate, normalise) before asking about it. Doing that on the event
 loop would stall every request in flight; doing it in an unbounded pool (asyncio's default

@@ -134,8 +134,10 @@ class OutputSpec(Strict):
     samples_per_shard: int = Field(1000, ge=1, description="Records per shard; the shard is the unit of resume.")
     max_image_pixels: int = Field(100_000_000, ge=1, description="Larger images fail with 'too_large'.")
     decode_pixel_budget: int = Field(
-        64_000_000, ge=1, description="Pixels decoded at once across all decode threads (about 4 bytes each): "
-                                      "peak image memory follows this, not the machine's core count.",
+        64_000_000, ge=1, description="Pixels decoded at once across all decode threads (about 4 bytes each), "
+                                      "when images are decoded in threads (one core, or TAGLLM_DECODE=threads): "
+                                      "peak image memory follows this, not the core count. Decode worker "
+                                      "processes hold one image each.",
     )
     max_failed_fraction: float = Field(
         0.5, ge=0, le=1, description="`tagllm build` exits non-zero when more items than this fraction fail "
