@@ -20,7 +20,6 @@ image that a worker dies on twice fails as `decode`.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import struct
 import subprocess
@@ -31,11 +30,16 @@ from typing import BinaryIO
 
 from builder.images import ImageProblem, Prepared, prepare_image
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: `decoding.decode_pool` uses threads there
+    fcntl = None
+
 REQUEST = struct.Struct("<QQQI")
 REPLY = struct.Struct("<QBIII")
 OK, PROBLEM = 0, 1
 READ_SIZE = 1 << 20
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux's number where Python does not name it
 PIPE_BYTES = 1 << 20
 
 
@@ -193,7 +197,7 @@ def _spawn() -> _Worker:
     for fd in (proc.stdin.fileno(), proc.stdout.fileno()):
         try:  # a typical photo in one write (Linux pipes hold 64 KiB unless asked for more)
             fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
-        except OSError:
+        except (OSError, AttributeError):
             pass
     os.set_blocking(proc.stdin.fileno(), False)
     os.set_blocking(proc.stdout.fileno(), False)
@@ -214,6 +218,8 @@ def serve(source: BinaryIO, sink: BinaryIO) -> None:
             reply = (OK, prepared.width, prepared.height, (prepared.ext or "").encode(), body)
         except ImageProblem as exc:
             reply = (PROBLEM, 0, 0, exc.reason.encode(), exc.detail.encode())
+        except Exception as exc:  # a decoder bug on a malformed file: that image fails, the worker lives on
+            reply = (PROBLEM, 0, 0, b"decode", f"cannot decode image: {type(exc).__name__}: {exc}".encode())
         status, width, height, head, body = reply
         sink.write(REPLY.pack(ident, status, width, height, len(head) + 1 + len(body)) + head + b"\0" + body)
         sink.flush()

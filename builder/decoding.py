@@ -89,7 +89,7 @@ def decode_pool(pixel_budget: int = DEFAULT_PIXEL_BUDGET) -> DecodePool | Proces
     global _default, _processes
     with _default_lock:
         cores = _cores()
-        if cores > 1 and os.environ.get("TAGLLM_DECODE", "processes") != "threads":
+        if cores > 1 and os.name == "posix" and os.environ.get("TAGLLM_DECODE", "processes") != "threads":
             if _processes is None:
                 _processes = ProcessDecoders(min(MAX_WORKERS, cores - 1))
                 atexit.register(_processes.close)

@@ -318,7 +318,7 @@ class HttpEngine(Engine):
             result = read_native(payload, request, self.wire.ids)
         else:
             result = read_chat(payload, request, self.wire)
-        result.latency = time.perf_counter() - started
+        result.latency = round(time.perf_counter() - started, 6)
         return result
 
 
