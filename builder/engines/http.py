@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import time
-import zlib
 from typing import Any
 
 import aiohttp
@@ -35,9 +34,9 @@ from builder.engines.http_wire import (
     DEFAULT_IMAGE_TOKEN,
     GENERIC_CHAT_TEMPLATE,
     OPENAI_MAX_TOP_LOGPROBS,
+    BodyBytes,
     Wire,
     chat_body,
-    encode_body,
     native_body,
     read_chat,
     read_native,
@@ -96,6 +95,9 @@ class HttpEngine(Engine):
         self.ready_wait = ready_wait  # keep polling this long for servers still loading their model
         self.check_ready = check_ready
         self._client: aiohttp.ClientSession | None = None
+        # bodies built once per question (through the methods below, which tests and subclasses may replace)
+        self._chat_bytes = BodyBytes(lambda request: self.chat_body(request))
+        self._native_bytes = BodyBytes(lambda request: self.native_body(request))
         self._in_flight = {s: 0 for s in self.servers}
         self._sent = {s: 0 for s in self.servers}
         self._down_until = {s: 0.0 for s in self.servers}
@@ -141,7 +143,8 @@ class HttpEngine(Engine):
         if timeout is not None:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
         async with self._client.request(method, url, **kwargs) as response:
-            return response.status, await response.text(), response.headers
+            # JSON is UTF-8: decode it as such (aiohttp's text() may guess a charset for every answer)
+            return response.status, (await response.read()).decode("utf-8", "replace"), response.headers
 
     async def _probe_fetch(self, method: str, url: str, body: Any = None) -> tuple[int, str, Any]:
         status, text, headers = await self._fetch(method, url, body, timeout=self.ready_timeout)
@@ -262,11 +265,11 @@ class HttpEngine(Engine):
 
     # --- routing ---------------------------------------------------------------------------
     def _pick(self, image: bytes | None) -> str:
-        """The image's own server (by a hash of its bytes), unless it is down or saturated;
+        """The image's own server (by its digest, computed once per image), unless it is down or saturated;
         then the least-loaded server that is up."""
         now = time.monotonic()
         up = [s for s in self.servers if self._down_until[s] <= now] or self.servers
-        home = self.servers[zlib.crc32(image or b"") % len(self.servers)]
+        home = self.servers[int(image_digest(image)[:8], 16) % len(self.servers)] if image else self.servers[0]
         fair_share = max(1, self.concurrency // len(self.servers))
         if home in up and self._in_flight[home] < 2 * fair_share:
             return home
@@ -286,15 +289,14 @@ class HttpEngine(Engine):
             self._client = self._make_client()
         server = self._pick(request.image)
         if self.api == "http-sglang":
-            path, body = "/generate", self.native_body(request)
+            path, body = "/generate", self._native_bytes.encode(self.wire, request)
         else:
-            path, body = v1(server, "/chat/completions"), self.chat_body(request)
+            path, body = v1(server, "/chat/completions"), self._chat_bytes.encode(self.wire, request)
         self._in_flight[server] += 1
         self._sent[server] += 1
         started = time.perf_counter()
         try:
-            status, text, headers = await self._fetch("POST", server + path, encode_body(body, request.image),
-                                                      headers=routing_key(request))
+            status, text, headers = await self._fetch("POST", server + path, body, headers=routing_key(request))
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
             raise EngineError(f"timeout talking to {redact_url(server)} ({type(exc).__name__})",
                               transient=True) from exc

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -62,6 +63,37 @@ def data_url(image: bytes, mime: str = "image/jpeg") -> str:
 
 
 _IMAGE_SLOT = "tagllm:image-data-url"  # stands for the data URL while the rest of a body is encoded
+_SLOT_BYTES = f'"{_IMAGE_SLOT}"'.encode()
+
+
+class BodyBytes:
+    """Encoded bodies by question: the bytes around the image's data URL are made once per question
+    (and wire settings), so a request about another image costs one join, not a body build and an encode."""
+
+    MAX = 4096
+
+    def __init__(self, make: Callable[[Request], dict[str, Any]]):
+        self.make = make
+        self._memo: dict[tuple, tuple[Any, list[bytes]]] = {}
+
+    def encode(self, wire: Wire, request: Request) -> bytes:
+        key = (id(request.messages), request.constraint, request.max_tokens, request.temperature, request.logprobs,
+               request.seed, request.top_p, request.top_k, request.repetition_penalty, request.image is None,
+               wire.api, wire.server_kind, wire.model, wire.ids, wire.top_logprobs, wire.chat_template,
+               wire.image_token)
+        made = self._memo.get(key)
+        if made is None or made[0] is not request.messages:  # the memo holds the messages: ids stay unique
+            body = self.make(request)
+            url = data_url(request.image) if request.image is not None else None
+            text = json.dumps(_swap(body, url) if url is not None else body).encode()
+            made = (request.messages, text.split(_SLOT_BYTES))
+            if len(self._memo) >= self.MAX:
+                self._memo.clear()
+            self._memo[key] = made
+        parts = made[1]
+        if request.image is None:
+            return parts[0]
+        return _url_bytes(data_url(request.image)).join(parts)
 
 
 def encode_body(body: dict[str, Any], image: bytes | None) -> bytes:
@@ -73,7 +105,7 @@ def encode_body(body: dict[str, Any], image: bytes | None) -> bytes:
     if url is None:
         return json.dumps(body).encode()
     text = json.dumps(_swap(body, url))
-    return _url_bytes(url).join(text.encode().split(f'"{_IMAGE_SLOT}"'.encode()))
+    return _url_bytes(url).join(text.encode().split(_SLOT_BYTES))
 
 
 @lru_cache(maxsize=256)

@@ -98,7 +98,7 @@ def test_bodies_are_encoded_with_the_image_spliced_in_byte_for_byte() -> None:
     import json as _json
 
     from builder.engines.base import Request
-    from builder.engines.http_wire import Wire, chat_body, encode_body, native_body
+    from builder.engines.http_wire import BodyBytes, Wire, chat_body, encode_body, native_body
     from builder.prompts.constraints import Constraint
     from builder.prompts.render import chat
 
@@ -109,3 +109,11 @@ def test_bodies_are_encoded_with_the_image_spliced_in_byte_for_byte() -> None:
         assert encode_body(body, image) == _json.dumps(body).encode()
     plain = Request(messages=chat("s", "q"), image=None, constraint=Constraint("free"))
     assert encode_body(chat_body(Wire(), plain), None) == _json.dumps(chat_body(Wire(), plain)).encode()
+    # made once per question: another image, or the same question again, gives the same bytes as building anew
+    wire = Wire(server_kind="vllm")
+    cached = BodyBytes(lambda r: chat_body(wire, r))
+    other = bytes(range(255, -1, -1)) * 200
+    for req in (request, request.about(other), request.about(other), plain, request.about(None)):
+        assert cached.encode(wire, req) == _json.dumps(chat_body(wire, req)).encode()
+    wire.server_kind = "sglang"  # settings learned at start change the bodies: not served from the memo
+    assert cached.encode(wire, request) == _json.dumps(chat_body(wire, request)).encode()
