@@ -111,16 +111,21 @@ def test_killed_worker_mid_shard_still_gives_identical_output(setup) -> None:
 
 
 def assert_nothing_answered_twice(journal: Path, clean: Path) -> None:
-    """Cached answers were replayed, not asked again: only requests in flight at the kill may repeat.
+    """Cached answers were replayed, not asked again: only answers not yet stored at the kill may repeat.
 
-    An answer counts as in flight until it is stored (the journal line is written a moment before the
-    cache row), so the bound is what can be in flight: 16 requests per shard, 2 shards, 2 workers.
+    An image's answers to one kind of question are stored together when the last of them is in, and committed
+    in batches (at most two uncommitted, `BATCH` answers each), so what a killed worker can lose is the answers
+    of the images in its task window (16: the engine's concurrency) plus two batches; two workers.
     """
+    from builder.run.cache import BATCH
+
     sends = journal.read_text().split()
     again = len(sends) - len(set(sends))
     assert set(sends) == set(clean.read_text().split())
-    print(f"{journal.name}: {len(sends)} answered, {again} answered twice")
-    assert again <= 16 * 2 * 2, f"{again} answered requests were sent again"
+    per_image = max(r.usage["requests"] for r in layout.iter_records(clean.parent / "single"))
+    bound = 2 * (16 * per_image + 2 * BATCH)
+    print(f"{journal.name}: {len(sends)} answered, {again} answered twice (bound {bound})")
+    assert again <= bound < len(sends) / 2, f"{again} answered requests were sent again"
 
 
 def test_killed_driver_resumes(setup, cluster) -> None:
