@@ -133,7 +133,7 @@ class HttpEngine(Engine):
         """(status, text, headers) of one call; aiohttp errors propagate to the caller."""
         assert self._client is not None
         kwargs: dict[str, Any] = {}
-        if isinstance(body, bytes):  # already JSON (`encode_body`)
+        if isinstance(body, bytes):  # already JSON (`BodyBytes`)
             kwargs["data"] = body
             headers = {**(headers or {}), "Content-Type": "application/json"}
         elif body is not None:

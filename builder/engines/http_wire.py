@@ -68,7 +68,9 @@ _SLOT_BYTES = f'"{_IMAGE_SLOT}"'.encode()
 
 class BodyBytes:
     """Encoded bodies by question: the bytes around the image's data URL are made once per question
-    (and wire settings), so a request about another image costs one join, not a body build and an encode."""
+    (and wire settings), so a request about another image costs one join, not a body build and an encode.
+
+    A data URL holds only characters JSON never escapes, so the joined bytes are those of `json.dumps(body)`."""
 
     MAX = 4096
 
@@ -94,18 +96,6 @@ class BodyBytes:
         if request.image is None:
             return parts[0]
         return _url_bytes(data_url(request.image)).join(parts)
-
-
-def encode_body(body: dict[str, Any], image: bytes | None) -> bytes:
-    """The body as JSON bytes, with the image's data URL spliced in instead of scanned by the encoder.
-
-    A data URL holds only characters JSON never escapes, so the bytes are those of `json.dumps(body)`;
-    the encoder just does not walk ~100 KB of base64 for every request about the image."""
-    url = data_url(image) if image is not None else None
-    if url is None:
-        return json.dumps(body).encode()
-    text = json.dumps(_swap(body, url))
-    return _url_bytes(url).join(text.encode().split(_SLOT_BYTES))
 
 
 @lru_cache(maxsize=256)

@@ -93,27 +93,24 @@ def test_sglang_openai_body_has_its_grammar_and_sampling_fields() -> None:
     assert "token_ids_logprob" not in chat_body(wire, YESNO)  # its chat endpoint has no such field
 
 
-def test_bodies_are_encoded_with_the_image_spliced_in_byte_for_byte() -> None:
-    """`encode_body` gives exactly `json.dumps(body)` (the data URL is spliced, not scanned), for both protocols."""
+def test_bodies_are_made_once_per_question_and_equal_json_dumps_byte_for_byte() -> None:
+    """`BodyBytes` gives exactly `json.dumps(body)` for both protocols, for a new image of a known question, for a
+    request without an image, and again after a wire setting learned at start changes."""
     import json as _json
 
     from builder.engines.base import Request
-    from builder.engines.http_wire import BodyBytes, Wire, chat_body, encode_body, native_body
+    from builder.engines.http_wire import BodyBytes, Wire, chat_body, native_body
     from builder.prompts.constraints import Constraint
     from builder.prompts.render import chat
 
-    image = bytes(range(256)) * 300
+    image, other = bytes(range(256)) * 300, bytes(range(255, -1, -1)) * 200
     request = Request(messages=chat("sys \u00e9", "Is there a \"cat\"?"), image=image, constraint=Constraint("yesno"),
                       max_tokens=1, logprobs=True)
-    for body in (chat_body(Wire(server_kind="vllm"), request), native_body(Wire(api="http-sglang"), request)):
-        assert encode_body(body, image) == _json.dumps(body).encode()
     plain = Request(messages=chat("s", "q"), image=None, constraint=Constraint("free"))
-    assert encode_body(chat_body(Wire(), plain), None) == _json.dumps(chat_body(Wire(), plain)).encode()
-    # made once per question: another image, or the same question again, gives the same bytes as building anew
-    wire = Wire(server_kind="vllm")
-    cached = BodyBytes(lambda r: chat_body(wire, r))
-    other = bytes(range(255, -1, -1)) * 200
-    for req in (request, request.about(other), request.about(other), plain, request.about(None)):
-        assert cached.encode(wire, req) == _json.dumps(chat_body(wire, req)).encode()
-    wire.server_kind = "sglang"  # settings learned at start change the bodies: not served from the memo
-    assert cached.encode(wire, request) == _json.dumps(chat_body(wire, request)).encode()
+    for make in (chat_body, native_body):
+        wire = Wire(server_kind="vllm", api="http-sglang" if make is native_body else "openai")
+        cached = BodyBytes(lambda r, make=make, wire=wire: make(wire, r))
+        for req in (request, request.about(other), request.about(other), plain, request.about(None)):
+            assert cached.encode(wire, req) == _json.dumps(make(wire, req)).encode()
+        wire.server_kind = "sglang"  # settings learned at start change the bodies: not served from the memo
+        assert cached.encode(wire, request) == _json.dumps(make(wire, request)).encode()
