@@ -87,6 +87,10 @@ class ProcessDecoders:
         self._send(worker, job.frame)
         return await job.future
 
+    def pids(self) -> list[int]:
+        """Process ids of the running workers (for memory and CPU accounting)."""
+        return [worker.proc.pid for worker in self._procs]
+
     def _ready(self, loop: asyncio.AbstractEventLoop) -> list[_Worker]:
         """Live workers watched by this loop (a new loop, e.g. the next `asyncio.run`, takes them over)."""
         if not self._procs:

@@ -111,7 +111,7 @@ def test_worker_processes_prepare_images_without_a_thread_and_survive_a_crash() 
         async def crash() -> list:  # a new loop takes the workers over; one dies with images queued
             jobs = [asyncio.ensure_future(decoders.prepare(data, 10**7, 10**7)) for data in images * 5]
             await asyncio.sleep(0)
-            os.kill(decoders._procs[0].proc.pid, signal.SIGKILL)
+            os.kill(decoders.pids()[0], signal.SIGKILL)
             return await asyncio.gather(*jobs)
 
         again = asyncio.run(crash())

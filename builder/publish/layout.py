@@ -105,8 +105,9 @@ def _encoded(record: Record) -> tuple[dict[str, str], bytes]:
         return _last[2]
     data = record.to_sample_json()
     texts = {col: _dumps(data[col]) for col in JSON_COLUMNS if col != "scores"}
-    texts["scores"] = _dumps(record.scores)
-    parts = [f'"{k}":{texts[k] if k in texts and k != "scores" else _dumps(v)}' for k, v in data.items()]
+    sample = dict(texts, scores=_dumps(data["scores"]))  # the sample's scores: a list aligned with candidates
+    texts["scores"] = _dumps(record.scores)  # the index's: a dict
+    parts = [f'"{k}":{sample[k] if k in sample else _dumps(v)}' for k, v in data.items()]
     made = (texts, ("{" + ",".join(parts) + "}").encode("utf-8"))
     _last = (record, state, made)
     return made

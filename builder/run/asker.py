@@ -131,13 +131,15 @@ class Asker:
         if self.cache is None or not fresh:
             return
         grown: dict[str, Entries] = {}
+        new: Counter[str] = Counter()
         for i, result in fresh.items():
             row, question = rows[i]
             if row not in grown:
                 grown[row] = dict(found.get(row, {}))
             grown[row][question] = stored(result)
+            new[row] += 1
         for row, entries in grown.items():
-            self.cache.put(row, entries, new=sum(1 for i in fresh if rows[i][0] == row))
+            self.cache.put(row, entries, new=new[row])
 
     def _again(self, request: Request, attempt: int) -> Request | None:
         """The request to send after a malformed answer: the same one, then maybe a sampled one."""

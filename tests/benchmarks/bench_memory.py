@@ -51,9 +51,9 @@ def decoder_peak_mb() -> float:
     from builder import decoding
 
     total = 0.0
-    for worker in decoding._processes._procs if decoding._processes is not None else []:
+    for pid in decoding._processes.pids() if decoding._processes is not None else []:
         try:
-            for line in Path(f"/proc/{worker.proc.pid}/status").read_text().splitlines():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     total += int(line.split()[1]) / 1024
         except OSError:

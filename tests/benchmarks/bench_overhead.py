@@ -104,7 +104,7 @@ def profile_build(data: dict, out: Path, images: int) -> list[str]:
     loaded = bl.load(data)
     load_seconds = time.perf_counter() - started
     install()
-    children_cpu = bl._live_children_cpu()
+    children_cpu = bl.children_cpu()
     profiler = cProfile.Profile()
     try:
         started = time.perf_counter()
@@ -143,7 +143,7 @@ def profile_build(data: dict, out: Path, images: int) -> list[str]:
                      f"CPU, {1000 * prep['seconds'] / calls:.2f} ms/image wall over {prep['calls']} images")
     else:
         lines.append(f"  image preparation in the decode worker processes (beside the loop): "
-                     f"{1000 * (bl._live_children_cpu() - children_cpu) / images:.2f} ms/image CPU")
+                     f"{1000 * (bl.children_cpu() - children_cpu) / images:.2f} ms/image CPU")
     lines.append("  top functions by own time (event-loop thread):")
     rows = sorted(table.items(), key=lambda kv: -kv[1][2])[:10]
     for (file, line, func), (_cc, nc, tt, ct, _callers) in rows:

@@ -164,10 +164,10 @@ def cpu_seconds() -> float:
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
         total += usage.ru_utime + usage.ru_stime
-    return total + _live_children_cpu()
+    return total + children_cpu()
 
 
-def _live_children_cpu() -> float:
+def children_cpu() -> float:
     """utime + stime of the running child processes (Linux /proc; 0 elsewhere)."""
     ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     total = 0

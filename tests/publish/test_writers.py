@@ -66,3 +66,25 @@ def test_the_card_says_what_each_format_costs_on_disk(build) -> None:
     assert [name for name, _ in sizes] == ["webdataset", "hf parquet"]
     both = float(re.search(r"storing both: ([\d.]+)x", line).group(1))
     assert 1.0 < both <= 2.5  # each format holds the image bytes once
+
+
+def test_the_record_json_is_encoded_once_and_reads_as_each_writer_expects() -> None:
+    """The tar sample json equals `json.dumps(to_sample_json())` byte for byte, the index columns decode to
+    the record's fields, and a record changed after a write is encoded anew (not served from the memo)."""
+    import json
+
+    from builder.publish import layout
+    from builder.records import Record
+
+    record = Record(key="k", status="ok", labels=["cat"], scores={"cat": 0.91, "dog": 0.2}, candidates=["cat", "dog"],
+                    reference=["cat"], raw=[{"tag": "verify:cat", "text": "é\"\n", "yes_prob": 0.3}],
+                    source={"path": "a/ü.jpg"}, ext="jpg", width=3, height=4, usage={"requests": 2})
+
+    def expected() -> bytes:
+        return json.dumps(record.to_sample_json(), ensure_ascii=False, separators=(",", ":")).encode()
+
+    assert layout.sample_json(record) == expected()
+    row = layout.record_row(record, 3)
+    assert all(json.loads(row[col]) == record.to_json()[col] for col in layout.JSON_COLUMNS) and row["shard"] == 3
+    record.labels = ["dog"]
+    assert layout.sample_json(record) == expected() and json.loads(layout.record_row(record, 3)["labels"]) == ["dog"]
