@@ -91,7 +91,7 @@ def relabel(out: Path, threshold: float | None, thresholds_file: Path | None) ->
       tagllm relabel out/demo --threshold 0.7
       tagllm relabel out/demo --thresholds out/demo/eval/thresholds.yaml
     """
-    from builder.run.maintain import relabel as run_relabel
+    from builder.workflows.maintain import relabel as run_relabel
 
     print_summary(run_relabel(out, threshold, thresholds_file))
 
@@ -108,6 +108,6 @@ def retry_failed(out: Path, sets: tuple[str, ...], no_progress: bool) -> None:
     Example:
       tagllm retry-failed out/coco2014 --set engine.timeout=300
     """
-    from builder.run.maintain import retry_failed as run_retry
+    from builder.workflows.maintain import retry_failed as run_retry
 
     print_summary(run_retry(out, list(sets), progress=not no_progress))

@@ -55,7 +55,7 @@ def calibrate(recipe: Path, dev: int, held_out: int | None, seed: int, rounds: i
       tagllm calibrate recipes/demo.yaml --dev 15 --held-out 10 --strategy yes-no --out /tmp/sheet.yaml \\
           --interactive
     """
-    from builder.run.calibrate import calibrate as run_calibrate
+    from builder.workflows.calibrate import calibrate as run_calibrate
 
     overrides = build_overrides(engine, model, servers, api, None, None, (), strategy, sets)
     result = run_calibrate(recipe, dev=dev, held_out=held_out, seed=seed, rounds=rounds, out_sheet=out_sheet,

@@ -44,8 +44,8 @@ def reproduce(dataset: str, data: Path | None, recipes: Path, out: Path | None, 
       tagllm reproduce coco --data /data/coco                        # sglang, Qwen2.5-VL-7B
       tagllm reproduce objects365 --data /data/objects365 --model Qwen/Qwen2.5-VL-3B-Instruct
     """
-    from builder.run.reproduce import make_config
-    from builder.run.reproduce import reproduce as run
+    from builder.workflows.reproduce import make_config
+    from builder.workflows.reproduce import reproduce as run
 
     flag = {"true": True, "false": False}.get(pretrained.lower(), pretrained)
     cfg = make_config(dataset=dataset, recipes=recipes, data=data, out=out, engine=engine, model=model,

@@ -107,7 +107,7 @@ def import_command(out: Path, export_file: Path, reviewer: str | None) -> None:
     Example:
       tagllm review import out/demo export.json
     """
-    from builder.run.review import import_review
+    from builder.workflows.review import import_review
 
     info = import_review(out, export_file, reviewer)
     click.echo(f"imported {info['imported']} reviewed images ({info['unannotated']} tasks without annotation); "

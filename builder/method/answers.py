@@ -1,7 +1,7 @@
 """What the method gets back for each request, and what it needs from whoever sends its requests.
 
 The method only builds requests and parses answers; sending them (cache, engine, re-asks) is the
-run's job (`builder.run.asker.Asker`), handed in as an `Ask`.
+run's job (`builder.ask.asker.Asker`), handed in as an `Ask`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from builder.decoding import decode_pool
+from builder.images.pool import decode_pool
 from builder.images import ImageProblem, sniff_extension
 from builder.method.answers import Answer, Ask
 from builder.method.context import TaggingContext

@@ -1,7 +1,7 @@
 """Concept calibration, the method's part: what to ask the LLM, how to read its answer, what to keep.
 
 The workflow that runs it (dev / held-out split, engines, cache, rounds, threshold tuning,
-provenance) is `builder.run.calibrate`; everything here is pure: prompts, the revision schema
+provenance) is `builder.workflows.calibrate`; everything here is pure: prompts, the revision schema
 and parser, the keep rule, and the choice of labels to revise.
 
 A label's verification question depends only on that label's entry, so the proposals of one

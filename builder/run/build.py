@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from builder import __version__
-from builder.analysis.cost import cost_report
+from builder.publish.cost import cost_report
 from builder.engines.base import Engine
 from builder.engines.registry import engine_from_spec
 from builder.errors import RunError, UserError
@@ -32,8 +32,8 @@ from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
 from builder.records import Record
 from builder.run import preflight
-from builder.run.asker import Asker
-from builder.run.caches import merge_caches, open_cache
+from builder.ask.asker import Asker
+from builder.ask.cache_files import merge_caches, open_cache
 from builder.run.progress import Reporter
 from builder.run.shards import WriterSink, plan_shards, remove_leftovers
 from builder.run.walk import walk_shards

@@ -20,7 +20,7 @@ from builder.publish.stats import merge
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe, load_recipe
 from builder.run.build import Builder, BuildResult, _now, finalize_output
-from builder.run.caches import merge_caches
+from builder.ask.cache_files import merge_caches
 from builder.run.shards import remove_leftovers, write_json
 from builder.sources import open_source
 

@@ -27,9 +27,9 @@ from builder.method import TaggingContext, make_strategy
 from builder.publish import corrections, layout
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
-from builder.run.asker import Asker
+from builder.ask.asker import Asker
 from builder.run.build import Builder, BuildResult, choose_engine_kind, gpu_count
-from builder.run.caches import open_cache
+from builder.ask.cache_files import open_cache
 from builder.run.progress import Reporter
 from builder.run.shards import WriterSink
 from builder.run.walk import ShardJob, walk_shards

@@ -250,7 +250,7 @@ def test_thresholds_tuned_on_the_evaluated_images_are_called_out(build, write_re
     """eval --tune, relabel with its file, eval again: the report and the card name the dev images and
     give the figures without them."""
     from builder.publish import layout
-    from builder.run.maintain import relabel
+    from builder.workflows.maintain import relabel
 
     out = build(write_recipe()).out
     tuned = run_eval(out, tune=True, tune_dev=6, plots=False)

@@ -46,7 +46,7 @@ def make_pngs(folder: Path, n: int, side: int) -> list[Path]:
 
 
 def child(paths: list[Path], budget: int) -> None:
-    from builder.decoding import DecodePool
+    from builder.images.pool import DecodePool
 
     datas = [p.read_bytes() for p in paths]
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -76,7 +76,7 @@ def main() -> None:
     if args.child is not None:
         child([Path(p) for p in args.paths], args.child)
         return
-    from builder.decoding import DEFAULT_PIXEL_BUDGET
+    from builder.images.pool import DEFAULT_PIXEL_BUDGET
 
     n, side = (8, 2500) if args.quick else (8, 5000)
     work = bl.scratch("decode-memory")

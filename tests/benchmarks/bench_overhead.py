@@ -69,7 +69,7 @@ def _timed_prepare(records: dict[str, float]) -> tuple[Any, Any]:
     import builder.method.base as base
 
     if hasattr(base, "decode_pool"):  # the decode pool (bounded threads + pixel budget)
-        from builder.decoding import DecodePool
+        from builder.images.pool import DecodePool
 
         original = DecodePool.prepare_now
         return (lambda: setattr(DecodePool, "prepare_now", timing(original)),
@@ -83,9 +83,9 @@ STAGES = {  # stage -> (file suffix, function) whose cumulative time it is; none
     "source reading": [("sources/folder.py", "_item")],
     "request building (templates, Request objects)": [("method/candidates.py", "group_requests"),
                                                       ("method/verify.py", "verify_request")],
-    "request cache (keys, get, put, commit)": [("run/cache.py", "question_digest"), ("run/cache.py", "row_key"),
-                                               ("run/cache.py", "get"), ("run/cache.py", "put"),
-                                               ("run/cache.py", "commit")],
+    "request cache (keys, get, put, commit)": [("ask/cache.py", "question_digest"), ("ask/cache.py", "row_key"),
+                                               ("ask/cache.py", "get"), ("ask/cache.py", "put"),
+                                               ("ask/cache.py", "commit")],
     "engine answering (SimulatedEngine._generate_one)": [("engines/simulated.py", "_generate_one")],
     "answer parsing": [("method/candidates.py", "parse_subset_answer"), ("method/verify.py", "parse_score")],
     "writers (tar, parquet, index)": [("writers/base.py", "write"), ("writers/base.py", "begin_shard"),

@@ -40,8 +40,39 @@ router_venv() {
   touch "$v/.ok-0.3.2"
 }
 
+# SGLang 0.5.23 on CPU: torch 2.14.1, sglang's requirements minus the CUDA-only ones, and SGLang's CPU kernel
+# library. The kernel wheel comes from $SGLANG_CPU_DIR (default ../shared/sglang-cpu beside the checkout):
+# a ready wheel there is installed as it is; else build_kernel.sh there builds one from SGLang's kernel source.
+# Without that folder the SGLang venv is not made and the SGLang tests skip, saying so.
+SGLANG_CPU_DIR=${SGLANG_CPU_DIR:-../shared/sglang-cpu}
+sglang_venv() {
+  local v="$ROOT/sglang-venv"
+  [ -f "$v/.ok-0.5.23" ] && return 0
+  if [ ! -f "$SGLANG_CPU_DIR/sglang_reqs_cpu.txt" ]; then
+    echo "make_venvs.sh: no SGLang CPU kit at $SGLANG_CPU_DIR (set SGLANG_CPU_DIR): SGLang tests will skip" >&2
+    return 0
+  fi
+  rm -rf "$v"
+  "$PYTHON" -m venv "$v"
+  "$v/bin/pip" install -q --upgrade pip
+  "$v/bin/pip" install -q 'torch==2.14.1' 'torchvision==0.29.1'
+  "$v/bin/pip" install -q -r "$SGLANG_CPU_DIR/sglang_reqs_cpu.txt" 'torch==2.14.1' 'torchvision==0.29.1'
+  local wheel
+  wheel=$(ls "$SGLANG_CPU_DIR"/sglang_kernel_cpu-*.whl 2>/dev/null | head -n 1 || true)
+  if [ -z "$wheel" ]; then
+    local built="$ROOT/sglang-kernel-wheel"
+    mkdir -p "$built"
+    bash "$SGLANG_CPU_DIR/build_kernel.sh" "$v" "$built"
+    wheel=$(ls "$built"/sglang_kernel_cpu-*.whl | head -n 1)
+  fi
+  "$v/bin/pip" install -q --no-deps "$wheel" 'sglang==0.5.23'
+  SGLANG_USE_CPU_ENGINE=1 "$v/bin/python" -c "import sglang, torch; print('sglang', sglang.__version__, 'torch', torch.__version__)"
+  touch "$v/.ok-0.5.23"
+}
+
 case "${1:-all}" in
   vllm) vllm_venv ;;
   router) router_venv ;;
-  all) vllm_venv; router_venv ;;
+  sglang) sglang_venv ;;
+  all) vllm_venv; router_venv; sglang_venv ;;
 esac

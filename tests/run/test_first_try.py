@@ -265,7 +265,7 @@ def test_demo_needs_no_torch(tmp_path):
 
 
 def test_retry_failed_counts_failed_items_as_redone(build, write_recipe, photo_folder):
-    from builder.run.maintain import retry_failed
+    from builder.workflows.maintain import retry_failed
 
     (photo_folder / "img03.jpg").write_bytes(b"")  # fails as 'empty'
     out = build(write_recipe()).out

@@ -117,7 +117,7 @@ def assert_nothing_answered_twice(journal: Path, clean: Path) -> None:
     in batches (at most two uncommitted, `BATCH` answers each), so what a killed worker can lose is the answers
     of the images in its task window (16: the engine's concurrency) plus two batches; two workers.
     """
-    from builder.run.cache import BATCH
+    from builder.ask.cache import BATCH
 
     sends = journal.read_text().split()
     again = len(sends) - len(set(sends))

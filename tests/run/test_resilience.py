@@ -26,8 +26,8 @@ from builder.engines.base import Engine, Request, Result
 from builder.publish import layout
 from builder.recipe.model import load_recipe
 from builder.run.build import Builder
-from builder.run.cache import BATCH
-from builder.run.maintain import relabel, retry_failed
+from builder.ask.cache import BATCH
+from builder.workflows.maintain import relabel, retry_failed
 
 NAMES = [label["name"] for g in SMALL_VOCAB["groups"] for label in g["labels"]]
 

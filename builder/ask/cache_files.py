@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 
 from builder.publish import layout
-from builder.run.cache import Entries, RequestCache
+from builder.ask.cache import Entries, RequestCache
 
 CACHES_DIR = "caches"
 

@@ -30,8 +30,8 @@ from builder.recipe.concepts import Concept, ConceptSheet
 from builder.recipe.model import LoadedRecipe
 from builder.recipe.vocab import Vocabulary
 from builder.records import Item, Record
-from builder.run.asker import Asker
-from builder.run.cache import RequestCache
+from builder.ask.asker import Asker
+from builder.ask.cache import RequestCache
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Decode threads share the GIL with the event loop: the Python parts of every decode (header
 parsing, the load loop, handing the result back) and each GIL hand-over stall the loop that drives
-the engine. Here the decodes run in a few worker processes (`python -m builder.decode_workers`),
+the engine. Here the decodes run in a few worker processes (`python -m builder.images.workers`),
 and the loop only writes the encoded bytes to a pipe and reads a short reply: no thread, no GIL
 hand-over. Each worker prepares one image at a time, so decoded memory stays below one image
 (at most `output.max_image_pixels`) per worker.
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.images import ImageProblem, Prepared, prepare_image
+from builder.images.prepare import ImageProblem, Prepared, prepare_image
 
 try:
     import fcntl
@@ -195,7 +195,7 @@ def _spawn() -> _Worker:
     package_root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ)
     env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.Popen([sys.executable, "-m", "builder.decode_workers"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "builder.images.workers"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, env=env, bufsize=0, close_fds=True)
     assert proc.stdin is not None and proc.stdout is not None
     for fd in (proc.stdin.fileno(), proc.stdout.fileno()):

@@ -8,7 +8,7 @@ without a usable logprob is `no_score` at once: asking again would get the same 
 
 Only answers that parse are cached, so a resumed or retried run asks again for anything that failed.
 An ask's answers are stored together when the last of them is in (one cache row per image and kind of
-question, see `builder.run.cache`), not one by one.
+question, see `builder.ask.cache`), not one by one.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from builder.engines.base import Engine, Request, Result
 from builder.method.answers import Answer
 from builder.prompts.constraints import ParseError
 from builder.prompts.scoring import NoScore
-from builder.run.cache import Entries, RequestCache, question_digest, replayed, row_key, stored
+from builder.ask.cache import Entries, RequestCache, question_digest, replayed, row_key, stored
 
 SAMPLED_TEMPERATURE = 0.7
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from builder.analysis.cost import NO_PRICE, cost_report
+from builder.publish.cost import NO_PRICE, cost_report
 from builder.publish import layout
-from builder.run.maintain import relabel
+from builder.workflows.maintain import relabel
 
 
 def test_relabel_and_resume_keep_the_original_cost(write_recipe, build, tmp_path) -> None:

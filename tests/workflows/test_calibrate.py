@@ -20,7 +20,7 @@ from builder.publish import layout
 from builder.recipe.concepts import Concept, load_concept_sheet
 from builder.recipe.model import load_recipe
 from builder.recipe.vocab import vocabulary_from_data
-from builder.run.calibrate import calibrate
+from builder.workflows.calibrate import calibrate
 
 METRICS = {"support", "tp", "fp", "fn", "precision", "recall", "f1"}
 

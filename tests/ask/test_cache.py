@@ -19,8 +19,8 @@ from builder.engines.base import Request, Result
 from builder.engines.simulated import SimulatedEngine
 from builder.prompts.constraints import Constraint
 from builder.prompts.render import chat
-from builder.run.asker import Asker
-from builder.run.cache import FORMAT, RequestCache, question_digest, row_key, stored
+from builder.ask.asker import Asker
+from builder.ask.cache import FORMAT, RequestCache, question_digest, row_key, stored
 
 
 def _rows(path: Path) -> int:
@@ -60,7 +60,7 @@ def test_a_sigkill_loses_only_the_uncommitted_batch(tmp_path: Path) -> None:
     script = (
         "import os, signal, sys\n"
         "from builder.engines.base import Result\n"
-        "from builder.run.cache import RequestCache, stored\n"
+        "from builder.ask.cache import RequestCache, stored\n"
         "cache = RequestCache(sys.argv[1], batch=4, max_delay=3600)\n"
         "for i in range(10):\n"
         "    cache.put(f'k{i}', {'q': stored(Result(text=str(i)))})\n"

@@ -64,7 +64,7 @@ def prepare_image(data: bytes | None, max_pixels: int, limit_pixels: int, qualit
                   budget: Callable[[int], AbstractContextManager] | None = None) -> Prepared:
     """Normalize for the engine. Raises ImageProblem with a FAIL_REASONS reason.
 
-    `budget(pixels)`, when given, is held around the decode (see `builder.decoding`): the header
+    `budget(pixels)`, when given, is held around the decode (see `builder.images.pool`): the header
     is read first, so the pixels of a decode are known before any memory is spent on them.
     """
     if data is None:

@@ -8,7 +8,7 @@ import time
 
 from tinydata import jpeg
 
-from builder.decoding import DecodePool, PixelBudget
+from builder.images.pool import DecodePool, PixelBudget
 from builder.images import ImageProblem
 
 
@@ -66,7 +66,7 @@ def test_the_recipe_sets_the_decode_budget(build, write_recipe, monkeypatch) -> 
     """With decode threads (one core, or TAGLLM_DECODE=threads), peak decoded memory follows
     `output.decode_pixel_budget`, not the machine: a build holds at most that many pixels at once
     (an image larger than the budget decodes alone)."""
-    from builder.decoding import decode_pool
+    from builder.images.pool import decode_pool
 
     monkeypatch.setenv("TAGLLM_DECODE", "threads")
 
@@ -84,7 +84,7 @@ def test_worker_processes_prepare_images_without_a_thread_and_survive_a_crash() 
     import os
     import signal
 
-    from builder.decode_workers import ProcessDecoders
+    from builder.images.workers import ProcessDecoders
     from builder.images import prepare_image
 
     images = [jpeg(i, (320, 240)) for i in range(6)]

@@ -1,6 +1,6 @@
 """Image decoding off the event loop: in worker processes, or in threads bounded by a pixel budget.
 
-With a core to spare, `decode_pool()` gives the worker processes of `builder.decode_workers` (no GIL
+With a core to spare, `decode_pool()` gives the worker processes of `builder.images.workers` (no GIL
 shared with the loop). Otherwise (one core, or TAGLLM_DECODE=threads) the threads below do it.
 
 A build prepares every image (validate, normalise) before asking about it. Doing that on the event
@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-from builder.decode_workers import ProcessDecoders
-from builder.images import Prepared, prepare_image
+from builder.images.workers import ProcessDecoders
+from builder.images.prepare import Prepared, prepare_image
 
 DEFAULT_PIXEL_BUDGET = 64_000_000  # about 256 MB of decoded RGBA at once
 MAX_WORKERS = 4
@@ -82,7 +82,7 @@ _default_lock = threading.Lock()
 def decode_pool(pixel_budget: int = DEFAULT_PIXEL_BUDGET) -> DecodePool | ProcessDecoders:
     """The process's decoders (made on first use, shared by every build in the process).
 
-    With a core to spare, worker processes (`builder.decode_workers`): no decode competes with the
+    With a core to spare, worker processes (`builder.images.workers`): no decode competes with the
     event loop for the GIL, and each worker holds one image at a time. On one core (or with
     TAGLLM_DECODE=threads), bounded threads under the pixel budget: a recipe asking for another
     budget (`output.decode_pixel_budget`) gets it from then on."""

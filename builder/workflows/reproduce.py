@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from builder.errors import UserError
 from builder.recipe.model import load_recipe
-from builder.run.reproduce_table import render_table
+from builder.workflows.reproduce_table import render_table
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ from builder.cli import main
 from builder.errors import UserError
 from builder.publish import layout
 from builder.publish.corrections import corrections_path, load_corrections
-from builder.run.maintain import relabel
+from builder.workflows.maintain import relabel
 
 pytest.importorskip("cleanlab", reason="tagllm[review] (cleanlab) is not installed")
 
 from builder.analysis.label_studio import export_label_studio  # noqa: E402
-from builder.run.review import import_review  # noqa: E402
+from builder.workflows.review import import_review  # noqa: E402
 
 
 def reviewed(out: Path, budget: int = 3) -> tuple[Path, dict[str, list[str]]]:

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from builder.errors import UserError
-from builder.run.reproduce import BENCHMARKS, _train_overrides, make_config, write_test_recipe
-from builder.run.reproduce_table import SIMULATED_HEAD, render_table
+from builder.workflows.reproduce import BENCHMARKS, _train_overrides, make_config, write_test_recipe
+from builder.workflows.reproduce_table import SIMULATED_HEAD, render_table
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 

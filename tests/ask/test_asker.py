@@ -8,7 +8,7 @@ from builder.engines.base import Engine, Request, Result
 from builder.method.candidates import parse_subset_answer
 from builder.method.verify import parse_score
 from builder.prompts.constraints import Constraint
-from builder.run.asker import Asker
+from builder.ask.asker import Asker
 
 
 class Scripted(Engine):

@@ -48,8 +48,8 @@ from builder.method.calibration import (
 from builder.recipe.concepts import Concept, ConceptSheet
 from builder.recipe.model import LoadedRecipe, load_recipe
 from builder.records import Item
-from builder.run.cache import RequestCache
-from builder.run.calibrate_steps import Calibrator, DevRun, dev_and_held_out, prompt_decision
+from builder.ask.cache import RequestCache
+from builder.workflows.calibrate_steps import Calibrator, DevRun, dev_and_held_out, prompt_decision
 
 METRIC_KEYS = ("CF1", "OF1", "CP", "CR", "mAP")
 

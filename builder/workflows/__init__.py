@@ -1,0 +1,1 @@
+"""Jobs over recipes and finished outputs: calibrate, reproduce, relabel / retry-failed, review import."""
