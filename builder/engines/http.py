@@ -23,13 +23,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from typing import Any
 
 import aiohttp
 
 from builder.engines.base import Engine, EngineError, Request, Result
-from builder.engines.http_servers import detect_kind, error_message, redact_url, tokenize_yes_no, v1
+from builder.engines.http_servers import (
+    context_length,
+    detect_kind,
+    error_message,
+    redact_url,
+    sglang_flags,
+    tokenize_yes_no,
+    v1,
+)
 from builder.engines.http_wire import (
     DEFAULT_IMAGE_TOKEN,
     GENERIC_CHAT_TEMPLATE,
@@ -51,6 +60,7 @@ __all__ = ["DEFAULT_IMAGE_TOKEN", "GENERIC_CHAT_TEMPLATE", "HttpEngine", "redact
 APIS = ("http-sglang", "openai", "vllm")
 SERVER_KINDS = ("sglang", "vllm", "openai", "auto")
 SIM_HEADER = "x-tagllm-simulated"
+CONTEXT_MARGIN = 16  # tokens a server's chat template may add around our rendering of the messages
 
 
 class HttpEngine(Engine):
@@ -103,6 +113,7 @@ class HttpEngine(Engine):
         self._down_until = {s: 0.0 for s in self.servers}
         self.server_info: dict[str, Any] = {}
         self._served_model: str | None = None  # the server's own model name, when none was given
+        self.max_model_len: int | None = None  # the server's context length, when its /v1/models says
 
     @property
     def server_kind(self) -> str:
@@ -190,6 +201,17 @@ class HttpEngine(Engine):
             self.wire.ids = await tokenize_yes_no(self._probe_fetch, server, self.wire.model)
         if self.wire.ids:
             self.server_info["yes_no_token_ids"] = {"yes": list(self.wire.ids.yes), "no": list(self.wire.ids.no)}
+        if self.wire.server_kind in ("sglang", "vllm"):
+            self.max_model_len = await context_length(self._probe_fetch, server)
+            if self.max_model_len:
+                self.server_info["max_model_len"] = self.max_model_len
+        if self.wire.server_kind == "sglang":
+            api = "native" if self.api == "http-sglang" else "openai"
+            flags, advice = await sglang_flags(self._probe_fetch, server, api)
+            if flags:
+                self.server_info["sglang_flags"] = flags
+            for line in advice:
+                print(f"http engine: the SGLang server at {redact_url(server)} runs without {line}", file=sys.stderr)
 
     async def _probe(self, server: str) -> str | None:
         """None when the server is ready, else why not."""
@@ -284,10 +306,35 @@ class HttpEngine(Engine):
             self.wire.model = self.model or self._served_model or "default"
         return chat_body(self.wire, request)
 
+    async def _fit_context(self, server: str, request: Request) -> Request:
+        """A long answer budget (authoring's JSON drafts) cut to what the server's context leaves after the
+        prompt: servers refuse a request whose prompt + max_tokens exceed it. Short budgets go as they are."""
+        if not self.max_model_len or request.image is not None or request.max_tokens * 4 < self.max_model_len:
+            return request
+        text = render_chat(request.messages, self.wire.chat_template, self.wire.image_token, has_image=False)
+        body = {"model": self.wire.model, "prompt": text, "add_special_tokens": False}
+        try:
+            status, answer, _ = await self._fetch("POST", server + "/tokenize", body, timeout=self.ready_timeout)
+            count = int(json.loads(answer)["count"]) if status < 400 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+            count = None
+        if count is None:
+            return request
+        room = self.max_model_len - count - CONTEXT_MARGIN
+        if room < 1:
+            raise EngineError(f"the prompt ({count} tokens) leaves no room for an answer in the model's context "
+                              f"of {self.max_model_len} tokens at {redact_url(server)}", transient=False)
+        if room >= request.max_tokens:
+            return request
+        fitted = request.about(None)
+        fitted.max_tokens = room
+        return fitted
+
     async def _generate_one(self, request: Request) -> Result:
         if self._client is None:
             self._client = self._make_client()
         server = self._pick(request.image)
+        request = await self._fit_context(server, request)
         if self.api == "http-sglang":
             path, body = "/generate", self._native_bytes.encode(self.wire, request)
         else:

@@ -5,6 +5,8 @@
   Anything else is an "openai" server (hosted APIs, `tagllm serve-sim`, ...).
 - Yes/no ids: SGLang and vLLM both have `POST /tokenize`; the spellings that come back as one
   token are the ids to ask logprobs for.
+- SGLang's own flags (`/server_info`): the ones that change what a build costs or reports are
+  kept in the engine's description, and a missing one is named with its flag.
 """
 
 from __future__ import annotations
@@ -80,6 +82,38 @@ async def detect_kind(fetch: Fetch, server: str) -> str:
     if isinstance(version, dict) and "version" in version:
         return "vllm"
     return "openai"
+
+
+# SGLang flags that matter to a tagllm build: (ServerArgs field, is it set well, api it matters for, advice)
+SGLANG_FLAGS = (
+    ("enable_cache_report", lambda v: v is True, "openai",
+     "--enable-cache-report (without it SGLang's chat endpoint reports 0 cached tokens, so stats and cost "
+     "cannot show the prefix cache)"),
+    ("mm_preprocess_cache_size_mb", lambda v: bool(v), None,
+     "--mm-preprocess-cache-size-mb 512 (without it SGLang decodes and preprocesses an image again for each "
+     "of its ~13 questions)"),
+)
+
+
+async def sglang_flags(fetch: Fetch, server: str, api: str) -> tuple[dict[str, Any], list[str]]:
+    """(the flags above as the server has them, advice for each one that is off); empty when not told."""
+    info = await _json(fetch, "GET", server + "/server_info") or await _json(fetch, "GET", server + "/get_server_info")
+    if not isinstance(info, dict):
+        return {}, []
+    flags = {name: info.get(name) for name, *_ in SGLANG_FLAGS if name in info}
+    if "version" in info:
+        flags["version"] = info["version"]
+    advice = [text for name, good, only, text in SGLANG_FLAGS
+              if name in info and (only is None or only == api) and not good(info[name])]
+    return flags, advice
+
+
+async def context_length(fetch: Fetch, server: str) -> int | None:
+    """The served model's context length, where `/v1/models` says it (`max_model_len`: SGLang, vLLM)."""
+    models = await _json(fetch, "GET", server + v1(server, "/models"))
+    data = [d for d in (models or {}).get("data") or [] if isinstance(d, dict)] if isinstance(models, dict) else []
+    value = data[0].get("max_model_len") if data else None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 async def tokenize_yes_no(fetch: Fetch, server: str, model: str) -> YesNoIds:

@@ -4,9 +4,11 @@
   the model's image placeholder), the image as a data URL, constraints in `sampling_params`, yes/no
   scores from `token_ids_logprob` when the ids are known, else from `top_logprobs_num`.
 - OpenAI-compatible `POST /v1/chat/completions`: the image as an `image_url` part. Per server kind:
-  vLLM gets `structured_outputs` and `logprob_token_ids`; SGLang its top-level `ebnf`/`regex`
-  (its chat endpoint has no token-id logprobs: top logprobs are read by word); any other server a
-  JSON schema and the largest `top_logprobs` it accepts, with a stated bound for a missing side.
+  vLLM gets `structured_outputs` and `logprob_token_ids`; SGLang its top-level `ebnf`/`regex`, and
+  for yes/no scores a `logit_bias` of the same size on every yes/no id (its chat endpoint has no
+  token-id logprobs; an equal bias leaves P(yes)/(P(yes)+P(no)) as it was and puts exactly those
+  ids on top, where they are read by word); any other server a JSON schema and the largest
+  `top_logprobs` it accepts, with a stated bound for a missing side.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from builder.prompts.scoring import WORD_IDS, YesNoIds, by_word, yes_probability
 
 DEFAULT_IMAGE_TOKEN = "<|vision_start|><|image_pad|><|vision_end|>"
 OPENAI_MAX_TOP_LOGPROBS = 20  # the most OpenAI's API (and most compatible servers) accept
+# Added to every yes/no logit on SGLang's chat endpoint: large enough that nothing else outranks them,
+# and the same for all, so their ratios (the score) do not change.
+YES_NO_BIAS = 100.0
 
 # A generic ChatML template: what Qwen-family models use. `image_token` is the model's image
 # placeholder; SGLang expands it into the image's tokens.
@@ -221,6 +226,9 @@ def chat_body(wire: Wire, request: Request) -> dict[str, Any]:
             if wire.server_kind == "vllm" and wire.ids:
                 body["logprob_token_ids"] = wire.ids.all()  # logprobs of exactly these ids
                 body["return_tokens_as_token_ids"] = True  # entries come back as "token_id:N"
+            elif wire.server_kind == "sglang" and wire.ids:
+                body["logit_bias"] = {str(t): YES_NO_BIAS for t in wire.ids.all()}
+                body["top_logprobs"] = min(len(wire.ids.all()), wire.top_logprobs)
             else:
                 body["top_logprobs"] = wire.top_logprobs
         elif wire.server_kind == "vllm":
@@ -270,7 +278,8 @@ def chat_logprobs(first: dict[str, Any], wire: Wire) -> tuple[dict[int, float], 
     """The first answer token's logprobs -> ({id: logprob}, ids, floor for a missing side).
 
     vLLM with `logprob_token_ids` + `return_tokens_as_token_ids` lists every asked id in
-    `top_logprobs` as `"token_id:N"`; other servers return their top tokens by text.
+    `top_logprobs` as `"token_id:N"`; other servers return their top tokens by text (on SGLang with
+    the yes/no ids biased, exactly those ids: no side can be missing, so there is no floor).
     """
     top = [t for t in first.get("top_logprobs") or [] if isinstance(t, dict) and t.get("logprob") is not None]
     if not top and first.get("logprob") is not None:
@@ -279,5 +288,7 @@ def chat_logprobs(first: dict[str, Any], wire: Wire) -> tuple[dict[int, float], 
         by_id = {int(t["token"][9:]): float(t["logprob"]) for t in top
                  if str(t.get("token", "")).startswith("token_id:") and t["token"][9:].isdigit()}
         return by_id, wire.ids, None
-    floor = min((float(t["logprob"]) for t in top), default=None) if len(top) >= wire.top_logprobs else None
+    biased = wire.server_kind == "sglang" and bool(wire.ids)
+    full = len(top) >= wire.top_logprobs and not biased
+    floor = min((float(t["logprob"]) for t in top), default=None) if full else None
     return by_word((t.get("token"), t.get("logprob")) for t in top), WORD_IDS, floor

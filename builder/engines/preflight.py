@@ -71,12 +71,16 @@ def check_packages(kind: str) -> None:
                         "(from a checkout)")
 
 
-def check_gpu(kind: str) -> None:
+def check_gpu(kind: str, device: str | None = None) -> None:
+    """A CUDA GPU, unless the engine is told to run on the CPU (SGLang's CPU backend: `engine.args.device: cpu`)."""
+    if device == "cpu":
+        return
     import torch
 
     if not torch.cuda.is_available():
         raise UserError(f"engine {kind!r} needs a CUDA GPU and none is visible; on this machine use "
-                        "--engine http --server URL (a GPU server elsewhere) or --engine transformers (CPU, slow)")
+                        "--engine http --server URL (a GPU server elsewhere), --engine transformers (CPU, slow), "
+                        "or engine.args.device: cpu (SGLang's CPU backend)")
 
 
 def check_servers(servers: list[str], api_key_env: str | None) -> None:
@@ -96,12 +100,12 @@ def check_servers(servers: list[str], api_key_env: str | None) -> None:
 
 
 def check_engine(kind: str, model: str | None, servers: list[str] | None = None,
-                 api_key_env: str | None = None) -> None:
+                 api_key_env: str | None = None, args: dict | None = None) -> None:
     """Everything one engine kind needs, checked locally and quickly; raises UserError."""
     if kind == "http":
         check_servers(list(servers or []), api_key_env)
     elif kind in PACKAGES:
         check_packages(kind)
         if kind == "sglang":
-            check_gpu(kind)
+            check_gpu(kind, (args or {}).get("device"))
         check_model(model, kind)

@@ -58,7 +58,7 @@ def engine_from_spec(spec: Any, vocab: Any, kind: str | None = None) -> Engine:
                              **spec.args, **common)
     from builder.engines.preflight import check_engine
 
-    check_engine(kind, spec.model)  # GPU, packages, weights: seconds, not minutes of retries
+    check_engine(kind, spec.model, args=spec.args)  # GPU, packages, weights: seconds, not minutes of retries
     args = dict(spec.args)
     if kind == "sglang":
         args.setdefault("max_pixels", spec.max_pixels)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import os
 import sys
 import zlib
 from collections.abc import Callable
@@ -134,6 +135,8 @@ class SglangEngine(Engine):
             raise RunError(f"sglang engine: cannot load the processor of {self.model!r}: {exc}") from exc
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.ids = yes_no_token_ids(tokenizer)
+        if self.server_args.get("device") == "cpu":  # SGLang's CPU backend is chosen by this variable, read at import
+            os.environ.setdefault("SGLANG_USE_CPU_ENGINE", "1")
         print(f"sglang engine: loading {self.model} (tp={self.server_args['tp_size']}, "
               f"dp={self.server_args['dp_size']}); this takes minutes", file=sys.stderr, flush=True)
         try:

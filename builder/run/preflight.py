@@ -127,7 +127,7 @@ def check_recipe(loaded: LoadedRecipe, open_source: bool = True) -> list[str]:
         notes.append(f"engine http: {len(engine.servers)} server URL(s) well-formed (not contacted)")
     elif engine.kind in ("sglang", "transformers"):
         try:
-            check_engine(engine.kind, engine.model)
+            check_engine(engine.kind, engine.model, args=engine.args)
             notes.append(f"engine {engine.kind}: package, GPU and model {engine.model!r} found")
         except UserError as exc:
             notes.append(f"warning: not runnable on this machine: {exc}")
