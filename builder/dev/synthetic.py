@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 
 from builder.publish import layout
 from builder.recipe.vocab import Vocabulary
-from builder.records import Record
+from builder.records import EncodedRecord, Record
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLORS = {"red": (230, 30, 30), "green": (30, 190, 40), "blue": (30, 60, 230)}
@@ -186,8 +186,9 @@ def write_output(out_dir: str | Path, records: Iterable[Record], vocab: Vocabula
         for w in writers:
             w.begin_shard(shard)
         for record in chunk:
+            encoded = EncodedRecord(record)
             for w in writers:
-                w.write(record, images.get(record.key))
+                w.write(encoded, images.get(record.key))
         for w in writers:
             w.end_shard()
         counts = {"shard": shard, "records": len(chunk), "ok": sum(r.status == "ok" for r in chunk)}

@@ -62,7 +62,7 @@ def _upright_size(width: int, height: int, orientation: int) -> tuple[int, int]:
 
 def prepare_image(data: bytes | None, max_pixels: int, limit_pixels: int, quality: int = 90,
                   budget: Callable[[int], AbstractContextManager] | None = None) -> Prepared:
-    """Normalize for the engine. Raises ImageProblem with a FAIL_REASONS reason.
+    """Normalize for the engine. Raises ImageProblem with its failure reason (missing, empty, decode, too_large).
 
     `budget(pixels)`, when given, is held around the decode (see `builder.images.pool`): the header
     is read first, so the pixels of a decode are known before any memory is spent on them.

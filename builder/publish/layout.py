@@ -1,16 +1,19 @@
 """Where everything lives in an output folder, and how to read the records back.
 
-OUT/
-  manifest.json                 run state: recipe digest, status, shard count
+OUT/  (what a build writes; shard-00000 is shard 0 of n)
+  manifest.json                 run state: recipe digest, status, engine, formats, shard count, times
   recipe.yaml                   the resolved recipe (reproduces the build)
-  concepts.yaml                 the concept sheet used, when one was given
+  concepts.yaml                 the concept sheet used, when the recipe has one
   README.md                     the dataset card
-  stats.json                    totals over all shards (+ cost, + eval when present)
+  stats.json                    totals over all shards: counts, tokens, failures by reason, cost, engine
   cache.sqlite                  request cache: every engine answer, keyed by request hash
-  index/shard-00000.parquet     one row per record (all fields but the image)
+  caches/NAME.sqlite            a part's or Ray worker's own cache, folded into cache.sqlite at the end
+  index/shard-00000.parquet     one row per record, ok and failed: every field but the image
   index/shard-00000.stats.json  per-shard counts; written last, it marks the shard complete
-  webdataset/shard-00000.tar    {key}.{ext} original bytes + {key}.json record
-  data/train-00000-of-00002.parquet   Hugging Face layout (image, labels, scores, ...)
+  webdataset/shard-00000.tar    {key}.jpg original bytes (any format) + {key}.json record
+  data/train-00000-of-00003.parquet   Hugging Face layout: image, ClassLabel labels, scores, ...
+Later commands add eval/ (`tagllm eval`), issues/ (`tagllm issues`) and review/corrections.jsonl
+(`tagllm review import`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from builder.errors import UserError
-from builder.records import Record
+from builder.records import ENCODED_KINDS, FIELD_KINDS, EncodedRecord, Record
 
 MANIFEST = "manifest.json"
 RECIPE = "recipe.yaml"
@@ -77,44 +80,16 @@ def require_output(out: Path) -> Path:
     return out
 
 
-# Columns of the index parquet; nested values are stored as JSON strings to keep the schema flat.
-JSON_COLUMNS = ("labels", "scores", "candidates", "reference", "raw", "source", "usage", "review")
+# Columns of the index parquet held as JSON text (lists and nested values), keeping the schema flat.
+JSON_COLUMNS = tuple(name for name, kind in FIELD_KINDS.items() if kind in ENCODED_KINDS)
 
 
-def record_row(record: Record, shard: int) -> dict[str, Any]:
-    row = record.to_json()
-    row.update(_encoded(record)[0])
+def record_row(encoded: EncodedRecord, shard: int) -> dict[str, Any]:
+    """The record's index row: every field, the JSON columns as `encoded` holds their text, and its shard."""
+    row = encoded.record.to_json()
+    row.update(encoded.texts)
     row["shard"] = shard
     return row
-
-
-def sample_json(record: Record) -> bytes:
-    """`record.to_sample_json()` as compact UTF-8 JSON, sharing the nested parts' encoding with the index row."""
-    return _encoded(record)[1]
-
-
-_last: tuple[Record, tuple, tuple[dict[str, str], bytes]] | None = None  # the record both writers just wrote
-
-
-def _encoded(record: Record) -> tuple[dict[str, str], bytes]:
-    """(JSON text of each nested column, the sample json): encoded once per record, read by two writers."""
-    global _last
-    state = (record.status, record.labels, record.scores, record.candidates, record.raw, record.usage,
-             record.review, record.source, record.error, record.detail, record.width, record.height)
-    if _last is not None and _last[0] is record and all(a is b for a, b in zip(_last[1], state)):
-        return _last[2]
-    data = record.to_sample_json()
-    texts = {col: _dumps(data[col]) for col in JSON_COLUMNS if col != "scores"}
-    sample = dict(texts, scores=_dumps(data["scores"]))  # the sample's scores: a list aligned with candidates
-    texts["scores"] = _dumps(record.scores)  # the index's: a dict
-    parts = [f'"{k}":{sample[k] if k in sample else _dumps(v)}' for k, v in data.items()]
-    made = (texts, ("{" + ",".join(parts) + "}").encode("utf-8"))
-    _last = (record, state, made)
-    return made
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def row_record(row: dict[str, Any]) -> Record:

@@ -19,7 +19,7 @@ from typing import Any
 from builder.errors import UserError
 from builder.publish import layout
 from builder.publish.stats import ShardStats
-from builder.records import Item, Record
+from builder.records import EncodedRecord, Item, Record
 from builder.run.walk import ShardJob, ShardSink, direct_jobs, stream_jobs
 
 
@@ -109,8 +109,9 @@ class WriterSink(ShardSink):
     def emit(self, item: Item, record: Record) -> None:
         if self.fix is not None:  # reviewed labels replace the machine's (kept beside them)
             record = self.fix(record, item.image)
+        encoded = EncodedRecord(record)  # one encoding of its JSON for every writer
         for w in self.writers:
-            w.write(record, item.image)
+            w.write(encoded, item.image)
         self.stats.add(record)
         if self.on_record is not None:
             self.on_record(record)

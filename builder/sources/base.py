@@ -57,6 +57,19 @@ class Source(ABC):
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.base_dir / p
 
+    def annotations_path(self, needs: str) -> Path:
+        """`spec.annotations` resolved; when the recipe gives none, an error saying what this kind `needs`."""
+        if not self.spec.annotations:
+            raise UserError(f"source.annotations: {needs}")
+        return self.resolve(self.spec.annotations)
+
+    def image_folder(self) -> Path:
+        """`spec.path` resolved: the folder the images are read from."""
+        root = self.resolve(self.spec.path)
+        if not root.is_dir():
+            raise UserError(f"source.path: not a folder: {root}")
+        return root
+
     def __iter__(self) -> Iterator[Item]:
         for n, item in enumerate(self._items()):
             if self.spec.limit is not None and n >= self.spec.limit:
@@ -121,8 +134,12 @@ class Source(ABC):
             out.add(resolved)
         return [n for n in vocab_names if n in out]
 
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": self.spec.path}
+
+def require_file(path: Path, setting: str = "source.annotations") -> Path:
+    """`path`, which the recipe `setting` points at and which must be a file."""
+    if not path.is_file():
+        raise UserError(f"{setting}: file not found: {path}")
+    return path
 
 
 def open_source(spec: SourceSpec, vocab: Vocabulary, base_dir: Path) -> Source:

@@ -12,13 +12,15 @@ import csv
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from builder.errors import UserError
 from builder.records import Item
-from builder.sources.base import Source
+from builder.sources.base import require_file
+from builder.sources.listed import ListedSource
 
 if TYPE_CHECKING:
     from builder.recipe.model import SourceSpec
@@ -109,73 +111,58 @@ def list_images(root: Path) -> list[str]:
     return sorted(found)
 
 
-class FolderSource(Source):
-    """Every image file below `spec.path`; labels from the metadata file when there is one."""
+@dataclass(slots=True)
+class _Entry:
+    rel: str
+    key: str
+    listed: bool  # the metadata file has a row for the image
+    value: Any = None  # that row's label value, as written
+
+
+class FolderSource(ListedSource):
+    """Every image file below `spec.path`, plus each metadata row naming a file not found (one item each);
+    labels from the metadata file when there is one."""
 
     kind = "folder"
 
     def __init__(self, spec: SourceSpec, vocab: Vocabulary, base_dir: Path):
         super().__init__(spec, vocab, base_dir)
-        self.root = self.resolve(spec.path)
-        if not self.root.is_dir():
-            raise UserError(f"source.path: not a folder: {self.root}")
+        self.root = self.image_folder()
         self.metadata_path = self._find_metadata()
         self.label_column = spec.label_column or "labels"
 
     def _find_metadata(self) -> Path | None:
         if self.spec.metadata:
             p = Path(self.spec.metadata).expanduser()
-            p = Path(os.path.normpath(p if p.is_absolute() else self.root / p))
-            if not p.is_file():
-                raise UserError(f"source.metadata: file not found: {p}")
-            return p
+            return require_file(Path(os.path.normpath(p if p.is_absolute() else self.root / p)), "source.metadata")
         for name in DEFAULT_METADATA:
             if (self.root / name).is_file():
                 return self.root / name
         return None
 
-    def describe(self) -> dict[str, Any]:
-        out = super().describe()
-        out["metadata"] = str(self.metadata_path) if self.metadata_path else None
-        return out
+    def _read_listing(self) -> list[_Entry]:
+        rows = self._read_metadata() if self.metadata_path else {}
+        rels = list_images(self.root)
+        if rows:
+            rels = sorted(set(rels) | set(rows))
+        keys = unique_keys(rels)
+        return [_Entry(rel, keys[rel], rel in rows, rows.get(rel)) for rel in rels]
 
-    def _plan(self) -> tuple[list[str], dict[str, str], dict[str, Any] | None]:
-        """(paths in order, path -> key, metadata rows): the listing every shard is cut from."""
-        if getattr(self, "_planned", None) is None:
-            rows = self._read_metadata() if self.metadata_path else None
-            rels = list_images(self.root)
-            if rows is not None:
-                rels = sorted(set(rels) | set(rows))
-            self._planned = (rels, unique_keys(rels), rows)
-        return self._planned
-
-    def _items(self) -> Iterator[Item]:
-        return self._slice(0, len(self._plan()[0]))
-
-    def size(self) -> int:
-        """Images listed plus metadata rows naming files not found (each is one item)."""
-        return len(self._plan()[0])
-
-    def _slice(self, start: int, stop: int) -> Iterator[Item]:
-        rels, keys, rows = self._plan()
-        for rel in rels[start:stop]:
-            yield self._item(rel, keys[rel], rows)
-
-    def _item(self, rel: str, key: str, rows: dict[str, Any] | None) -> Item:
-        ext = split_ext(rel)[1]
-        ref = {"path": rel}
+    def _item_for(self, entry: _Entry) -> Item:
+        rel = entry.rel
         reference: list[str] | None = None
         error: str | None = None
         detail = ""
-        if rows is not None and rel in rows:
+        if entry.listed:
             try:
-                reference = self.map_labels(self._row_labels(rows[rel]), f"{self.metadata_path.name}: {rel}")
+                reference = self.map_labels(self._row_labels(entry.value), f"{self.metadata_path.name}: {rel}")
             except ValueError as exc:
                 error, detail = "source", str(exc)
         image, read_error, read_detail = read_image_file(self.root / rel, rel)
         if read_error and (error is None or read_error == "missing"):
             error, detail = read_error, read_detail
-        return Item(key=key, image=image, ext=ext, ref=ref, reference=reference, error=error, detail=detail)
+        return Item(key=entry.key, image=image, ext=split_ext(rel)[1], ref={"path": rel}, reference=reference,
+                    error=error, detail=detail)
 
     def _row_labels(self, value: Any) -> list[Any]:
         if value is None:

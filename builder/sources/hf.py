@@ -44,11 +44,6 @@ class HFSource(Source):
 
     kind = "hf"
 
-    def describe(self) -> dict[str, Any]:
-        out = super().describe()
-        out.update(split=self.spec.split, config=self.spec.config)
-        return out
-
     def _load(self) -> Any:
         import datasets
 

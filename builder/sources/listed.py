@@ -1,7 +1,7 @@
 """Readers whose item order comes from a cheap listing (split files, image lists, label rows).
 
 The listing (names, ids and labels, never image bytes) is read once; an item's bytes are read only
-when that item is produced. So shard i of n (`_count`, `_slice`) reaches its items directly without
+when that item is produced. So shard i of n (`size`, `_slice`) reaches its items directly without
 touching the image files of other shards (the `size` / `_slice` hooks of `Source`).
 """
 
@@ -16,7 +16,7 @@ from builder.sources.base import Source
 
 
 class ListedSource(Source):
-    """A reader fills `_listing` (one cheap entry per item, stable order) and `_item_for` (entry -> Item)."""
+    """A reader fills `_read_listing` (one cheap entry per item, stable order) and `_item_for` (entry -> Item)."""
 
     _cached: list[Any] | None = None
 

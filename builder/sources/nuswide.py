@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from builder.errors import UserError
 from builder.records import Item
+from builder.sources.base import require_file
 from builder.sources.folder import read_image_file, split_ext, unique_keys
 from builder.sources.listed import ListedSource
 
@@ -40,24 +41,16 @@ class NusWideSource(ListedSource):
 
     def __init__(self, spec: SourceSpec, vocab: Vocabulary, base_dir: Path):
         super().__init__(spec, vocab, base_dir)
-        if not spec.annotations:
-            raise UserError("source.annotations: a NUS-WIDE source needs the folder with ImageList/ and Groundtruth/")
-        self.meta = self.resolve(spec.annotations)
+        self.meta = self.annotations_path("a NUS-WIDE source needs the folder with ImageList/ and Groundtruth/")
         self.root = self.resolve(spec.path)
         self.split = spec.split.capitalize()
         if self.split not in ("Train", "Test"):
             raise UserError(f"source.split: {spec.split!r}: NUS-WIDE has Train and Test")
         for need in ("Concepts81.txt", f"ImageList/{self.split}Imagelist.txt"):
-            if not (self.meta / need).is_file():
-                raise UserError(f"source.annotations: file not found: {self.meta / need}")
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "annotations": str(self.meta), "split": self.split}
+            require_file(self.meta / need)
 
     def _lines(self, rel: str) -> list[str]:
-        path = self.meta / rel
-        if not path.is_file():
-            raise UserError(f"source.annotations: file not found: {path}")
+        path = require_file(self.meta / rel)
         return [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
 
     def _read_listing(self) -> list[_Entry]:

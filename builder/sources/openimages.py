@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from builder.errors import UserError
 from builder.recipe.hierarchy import read_class_descriptions
 from builder.records import VERIFIED_ABSENT, Item
+from builder.sources.base import require_file
 from builder.sources.folder import read_image_file
 from builder.sources.listed import ListedSource
 
@@ -54,16 +55,9 @@ class OpenImagesSource(ListedSource):
         if not spec.annotations or not spec.classes:
             raise UserError("source: an openimages source needs annotations (labels CSV) "
                             "and classes (descriptions CSV)")
-        self.labels_csv = self.resolve(spec.annotations)
-        if not self.labels_csv.is_file():
-            raise UserError(f"source.annotations: file not found: {self.labels_csv}")
+        self.labels_csv = require_file(self.resolve(spec.annotations))
         self.classes = read_class_descriptions(self.resolve(spec.classes))
-        self.root = self.resolve(spec.path)
-        if not self.root.is_dir():
-            raise UserError(f"source.path: not a folder: {self.root}")
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "annotations": str(self.labels_csv), "classes": len(self.classes)}
+        self.root = self.image_folder()
 
     def _read_listing(self) -> list[_Entry]:
         entries: dict[str, _Entry] = {}

@@ -52,9 +52,6 @@ class VocSource(ListedSource):
         if not self.split_file.is_file():
             raise UserError(f"source.split: no split file {self.split_file} (expected VOCdevkit/VOC2007 layout)")
 
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "split": self.spec.split, "difficult": self.spec.difficult}
-
     def _read_listing(self) -> list[str]:
         ids = [line.split()[0] for line in self.split_file.read_text(encoding="utf-8").splitlines() if line.strip()]
         dupes = len(ids) - len(set(ids))

@@ -9,6 +9,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from builder.publish.writers.webdataset import TarSamples
 
 
@@ -70,11 +72,11 @@ def test_the_card_says_what_each_format_costs_on_disk(build) -> None:
 
 def test_the_record_json_is_encoded_once_and_reads_as_each_writer_expects() -> None:
     """The tar sample json equals `json.dumps(to_sample_json())` byte for byte, the index columns decode to
-    the record's fields, and a record changed after a write is encoded anew (not served from the memo)."""
+    the record's fields, and a record changed afterwards is encoded anew by its next `EncodedRecord`."""
     import json
 
     from builder.publish import layout
-    from builder.records import Record
+    from builder.records import EncodedRecord, Record
 
     record = Record(key="k", status="ok", labels=["cat"], scores={"cat": 0.91, "dog": 0.2}, candidates=["cat", "dog"],
                     reference=["cat"], raw=[{"tag": "verify:cat", "text": "é\"\n", "yes_prob": 0.3}],
@@ -83,8 +85,56 @@ def test_the_record_json_is_encoded_once_and_reads_as_each_writer_expects() -> N
     def expected() -> bytes:
         return json.dumps(record.to_sample_json(), ensure_ascii=False, separators=(",", ":")).encode()
 
-    assert layout.sample_json(record) == expected()
-    row = layout.record_row(record, 3)
+    assert EncodedRecord(record).sample_json == expected()
+    row = layout.record_row(EncodedRecord(record), 3)
     assert all(json.loads(row[col]) == record.to_json()[col] for col in layout.JSON_COLUMNS) and row["shard"] == 3
+    assert layout.row_record(row) == record
     record.labels = ["dog"]
-    assert layout.sample_json(record) == expected() and json.loads(layout.record_row(record, 3)["labels"]) == ["dog"]
+    again = EncodedRecord(record)
+    assert again.sample_json == expected() and json.loads(layout.record_row(again, 3)["labels"]) == ["dog"]
+
+
+def test_every_writer_takes_its_columns_from_the_record_fields(tmp_path: Path) -> None:
+    """Index columns are the record's fields (plus the shard), HF columns its dataset fields (plus the image),
+    and all three writers store the same record: index row, tar sample json and HF row read back alike."""
+    import dataclasses
+
+    import pyarrow.parquet as pq
+
+    from builder.publish import layout
+    from builder.publish.writers import make_writers
+    from builder.publish.writers.hf import hf_features
+    from builder.recipe.vocab import Vocabulary
+    from builder.records import DATASET_FIELDS, FIELD_KINDS, EncodedRecord, Record
+
+    assert list(FIELD_KINDS) == [f.name for f in dataclasses.fields(Record)]
+    vocab = Vocabulary.model_validate({"name": "v", "version": "1",
+                                       "groups": [{"name": "g", "labels": [{"name": "cat"}, {"name": "dog"}]}]})
+    assert list(hf_features(vocab)) == ["key", "image", *DATASET_FIELDS[1:]]
+    assert {"raw", "usage", "detail"}.isdisjoint(DATASET_FIELDS)
+    records = [Record(key="k", status="ok", labels=["cat"], scores={"cat": 0.9, "dog": 0.1}, candidates=["cat", "dog"],
+                      reference=["cat"], raw=[{"tag": "verify:cat", "text": "é"}], source={"path": "ü.jpg", "b": 1},
+                      ext="png", width=3, height=4, usage={"requests": 2}, simulated=True,
+                      review={"machine_labels": ["dog"], "by": "ann"}),
+               Record(key="f", status="failed", error="decode", detail="bad bytes", source={"path": "f.jpg"})]
+    writers = make_writers(tmp_path, vocab, ["webdataset", "hf"], include_failed=True)
+    for w in writers:
+        w.begin_shard(0)
+    for record in records:
+        encoded = EncodedRecord(record)
+        for w in writers:
+            w.write(encoded, b"img" if record.status == "ok" else None)
+    for w in writers:
+        w.end_shard()
+    index = pq.read_table(layout.index_path(tmp_path, 0))
+    assert index.schema.names == [*FIELD_KINDS, "shard"]
+    assert [layout.row_record(row) for row in index.to_pylist()] == records
+    with tarfile.open(layout.tar_path(tmp_path, 0)) as tar:
+        samples = [json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json")]
+    assert [Record.from_json(s) for s in samples] == records
+    hf = pq.read_table(next((tmp_path / layout.HF_DIR).iterdir())).to_pylist()
+    assert [row["key"] for row in hf] == ["k", "f"] and hf[0]["image"]["bytes"] == b"img" and hf[1]["image"] is None
+    assert (hf[0]["labels"], hf[0]["candidates"], hf[0]["reference"]) == ([0], [0, 1], [0])
+    assert hf[0]["scores"] == pytest.approx([0.9, 0.1]) and hf[1]["reference"] is None
+    assert json.loads(hf[0]["source"]) == records[0].source and json.loads(hf[0]["review"]) == records[0].review
+    assert hf[1]["review"] is None and (hf[1]["status"], hf[1]["error"]) == ("failed", "decode")

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from builder.recipe.vocab import Vocabulary
-from builder.records import Record
+from builder.records import EncodedRecord
 
 
 class Writer(ABC):
@@ -30,10 +30,11 @@ class Writer(ABC):
         self.tmp_path(shard).unlink(missing_ok=True)
         self._open(self.tmp_path(shard))
 
-    def write(self, record: Record, image: bytes | None) -> None:
-        if record.status != "ok" and not self.include_failed:
+    def write(self, encoded: EncodedRecord, image: bytes | None) -> None:
+        """`encoded` is made once by the caller and handed to every writer of the shard."""
+        if encoded.record.status != "ok" and not self.include_failed:
             return
-        self._write(record, image)
+        self._write(encoded, image)
 
     def end_shard(self) -> Path:
         assert self.shard is not None
@@ -58,7 +59,7 @@ class Writer(ABC):
     def _open(self, path: Path) -> None: ...
 
     @abstractmethod
-    def _write(self, record: Record, image: bytes | None) -> None: ...
+    def _write(self, encoded: EncodedRecord, image: bytes | None) -> None: ...
 
     @abstractmethod
     def _close(self) -> None: ...

@@ -6,7 +6,6 @@ so `datasets.load_dataset(out_dir)` restores them without any loading script.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -18,28 +17,19 @@ from datasets import ClassLabel, Features, Image, List, Value
 from builder.publish import layout
 from builder.publish.writers.base import Writer
 from builder.recipe.vocab import Vocabulary
-from builder.records import Record
+from builder.records import COUNT, DATASET_FIELDS, FIELD_KINDS, FLAG, NAMES, NESTED, SCORES, TEXT, EncodedRecord
 
 ROW_GROUP = 64
 _NAME = re.compile(r"^train-(\d{5})(?:-of-\d{5})?\.parquet$")
 
 
 def hf_features(vocab: Vocabulary) -> Features:
+    """The dataset fields of a record (`DATASET_FIELDS`), typed by kind, with the image after the key."""
     labels = ClassLabel(names=vocab.names)
-    return Features({
-        "key": Value("string"),
-        "image": Image(),
-        "labels": List(labels),
-        "candidates": List(labels),
-        "scores": List(Value("float32")),
-        "reference": List(labels),
-        "status": Value("string"),
-        "error": Value("string"),
-        "source": Value("string"),
-        "width": Value("int32"),
-        "height": Value("int32"),
-        "review": Value("string"),  # JSON: machine labels, who and when, for images a person corrected
-    })
+    types = {TEXT: Value("string"), COUNT: Value("int32"), FLAG: Value("bool"), NAMES: List(labels),
+             SCORES: List(Value("float32")), NESTED: Value("string")}  # nested: its JSON text
+    features = {name: types[FIELD_KINDS[name]] for name in DATASET_FIELDS}
+    return Features({"key": features.pop("key"), "image": Image(), **features})
 
 
 class HFWriter(Writer):
@@ -75,25 +65,22 @@ class HFWriter(Writer):
         self._writer = pq.ParquetWriter(path, self.schema)
         self._rows: list[dict] = []
 
-    def _row(self, record: Record, image: bytes | None) -> dict:
-        ids = self._ids
-        return {
-            "key": record.key,
-            "image": {"bytes": image, "path": f"{record.key}.{record.ext}"} if image else None,
-            "labels": [ids[n] for n in record.labels],
-            "candidates": [ids[n] for n in record.candidates],
-            "scores": [record.scores.get(n, 0.0) for n in record.candidates],
-            "reference": [ids[n] for n in record.reference] if record.reference is not None else None,
-            "status": record.status,
-            "error": record.error,
-            "source": json.dumps(record.source, sort_keys=True),
-            "width": record.width,
-            "height": record.height,
-            "review": json.dumps(record.review, sort_keys=True) if record.review else None,
-        }
+    def _row(self, encoded: EncodedRecord, image: bytes | None) -> dict:
+        record, ids = encoded.record, self._ids
+        row: dict = {"image": {"bytes": image, "path": f"{record.key}.{record.ext}"} if image else None}
+        for name in DATASET_FIELDS:
+            kind, value = FIELD_KINDS[name], getattr(record, name)
+            if kind == NAMES:
+                value = None if value is None else [ids[n] for n in value]
+            elif kind == SCORES:
+                value = record.aligned_scores()
+            elif kind == NESTED:
+                value = None if value is None else encoded.texts[name]
+            row[name] = value
+        return row
 
-    def _write(self, record: Record, image: bytes | None) -> None:
-        self._rows.append(self._row(record, image))
+    def _write(self, encoded: EncodedRecord, image: bytes | None) -> None:
+        self._rows.append(self._row(encoded, image))
         if len(self._rows) >= ROW_GROUP:
             self._flush()
 

@@ -9,15 +9,11 @@ import pyarrow.parquet as pq
 
 from builder.publish import layout
 from builder.publish.writers.base import Writer
-from builder.records import Record
+from builder.records import COUNT, FIELD_KINDS, FLAG, EncodedRecord
 
-SCHEMA = pa.schema([
-    ("key", pa.string()), ("status", pa.string()), ("labels", pa.string()), ("scores", pa.string()),
-    ("candidates", pa.string()), ("reference", pa.string()), ("error", pa.string()), ("detail", pa.string()),
-    ("raw", pa.string()), ("source", pa.string()), ("ext", pa.string()), ("width", pa.int32()),
-    ("height", pa.int32()), ("usage", pa.string()), ("simulated", pa.bool_()), ("shard", pa.int32()),
-    ("review", pa.string()),
-])
+_TYPES = {COUNT: pa.int32(), FLAG: pa.bool_()}  # every other kind is text, plain or JSON
+SCHEMA = pa.schema([(name, _TYPES.get(kind, pa.string())) for name, kind in FIELD_KINDS.items()]
+                   + [("shard", pa.int32())])
 
 
 class IndexWriter(Writer):
@@ -30,8 +26,8 @@ class IndexWriter(Writer):
         self._path = path
         self._rows: list[dict] = []
 
-    def _write(self, record: Record, image: bytes | None) -> None:
-        self._rows.append(layout.record_row(record, self.shard or 0))
+    def _write(self, encoded: EncodedRecord, image: bytes | None) -> None:
+        self._rows.append(layout.record_row(encoded, self.shard or 0))
 
     def _close(self) -> None:
         pq.write_table(pa.Table.from_pylist(self._rows, schema=SCHEMA), self._path)

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from builder.publish import layout
 from builder.publish.writers.base import Writer
-from builder.records import Record
+from builder.records import EncodedRecord
 
 IMAGE_MEMBER = "jpg"
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\.]")
@@ -70,11 +70,11 @@ class WebDatasetWriter(Writer):
         self._stream = open(path, "wb")
         self._tar = TarSamples(self._stream)
 
-    def _write(self, record: Record, image: bytes | None) -> None:
-        fields = {"json": layout.sample_json(record)}
+    def _write(self, encoded: EncodedRecord, image: bytes | None) -> None:
+        fields = {"json": encoded.sample_json}
         if image:
             fields[IMAGE_MEMBER] = image
-        self._tar.write(member_key(record.key), fields)
+        self._tar.write(member_key(encoded.record.key), fields)
 
     def _close(self) -> None:
         self._tar.close()
