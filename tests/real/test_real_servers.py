@@ -12,19 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from real.conftest import REPO
-
-from builder.publish import layout
-from builder.recipe.model import load_recipe
-from builder.run.build import Builder
+from real.conftest import build
 
 pytestmark = pytest.mark.real
-
-
-def build(tmp_path: Path, name: str, overrides: list[str]) -> tuple[dict, list]:
-    loaded = load_recipe(REPO / "recipes" / "demo.yaml", [f"output.dir={tmp_path / name}", *overrides])
-    result = Builder(loaded, tmp_path / name, progress=False).run()
-    return result.stats, list(layout.iter_records(result.out)), result
 
 
 def scored_checks(records: list) -> tuple[int, int]:
