@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from builder.engines.base import Engine, EngineError, Request, Result
-from builder.engines.http_servers import detect_kind, error_message, redact_url, tokenize_yes_no, v1
+from builder.engines.http_servers import detect_kind, error_message, tokenize_yes_no, v1
 from builder.engines.http_wire import (
     DEFAULT_IMAGE_TOKEN,
     GENERIC_CHAT_TEMPLATE,
@@ -45,6 +45,7 @@ from builder.engines.http_wire import (
 from builder.errors import RunError, UserError
 from builder.images import image_digest
 from builder.prompts.scoring import YesNoIds
+from builder.recipe.model import redact_url
 
 __all__ = ["DEFAULT_IMAGE_TOKEN", "GENERIC_CHAT_TEMPLATE", "HttpEngine", "redact_url", "render_chat"]
 
