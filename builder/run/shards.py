@@ -1,4 +1,5 @@
-"""Which shards a process tags, and the sink that writes and commits one shard.
+"""Which shards a process tags (its `ShardChoice`, planned by `plan_shards`), and the sink that writes
+and commits one shard.
 
 Every runner (one process, `--part I/N`, a Ray worker) cuts the source the same way: shard k
 holds items [k*S, (k+1)*S) of the source's stable order. A part takes the shards k with

@@ -96,7 +96,7 @@ def test_scale_out_recipes_check(name: str) -> None:
     assert result.exit_code == 0, result.output
 
 
-def test_handed_shards_keep_the_complete_ones_and_tag_the_rest(build, tmp_path) -> None:
+def test_handed_shards_keep_the_complete_ones_and_tag_the_rest(build) -> None:
     """A Ray worker's path, without Ray: `tag_shards` with the shards a driver hands over."""
     from run.test_resilience import comparable
 
