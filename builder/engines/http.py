@@ -30,15 +30,7 @@ from typing import Any
 import aiohttp
 
 from builder.engines.base import Engine, EngineError, Request, Result
-from builder.engines.http_servers import (
-    context_length,
-    detect_kind,
-    error_message,
-    redact_url,
-    sglang_flags,
-    tokenize_yes_no,
-    v1,
-)
+from builder.engines.http_servers import context_length, detect_kind, error_message, sglang_flags, tokenize_yes_no, v1
 from builder.engines.http_wire import (
     DEFAULT_IMAGE_TOKEN,
     GENERIC_CHAT_TEMPLATE,
@@ -54,6 +46,7 @@ from builder.engines.http_wire import (
 from builder.errors import RunError, UserError
 from builder.images import image_digest
 from builder.prompts.scoring import YesNoIds
+from builder.recipe.model import redact_url
 
 __all__ = ["DEFAULT_IMAGE_TOKEN", "GENERIC_CHAT_TEMPLATE", "HttpEngine", "redact_url", "render_chat"]
 

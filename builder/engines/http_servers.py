@@ -14,22 +14,10 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from builder.prompts.scoring import SPELLINGS, YesNoIds, ids_from_tokenized
 
 Fetch = Callable[[str, str, Any], Awaitable[tuple[int, str, Any]]]
-
-
-def redact_url(url: str) -> str:
-    """A server URL without user:password@ (safe to show in cards and logs)."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return url
 
 
 def v1(server: str, path: str) -> str:

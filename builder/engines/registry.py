@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 from builder.engines.base import Engine
@@ -63,6 +64,26 @@ def engine_from_spec(spec: Any, vocab: Any, kind: str | None = None) -> Engine:
     if kind == "sglang":
         args.setdefault("max_pixels", spec.max_pixels)
     return create_engine(kind, **args, **common)
+
+
+def choose_engine_kind(kind: str) -> str:
+    """'auto' means sglang when it is installed and a GPU is visible; otherwise say what to pick."""
+    if kind != "auto":
+        return kind
+    if importlib.util.find_spec("sglang") is not None and importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            return "sglang"
+    raise UserError(
+        "engine 'auto' needs sglang and a GPU (pip install -e '.[sglang]' in a checkout); otherwise choose "
+        "--engine http --server URL, --engine transformers --model DIR, or --engine simulated"
+    )
+
+
+def open_engine(spec: Any, vocab: Any) -> Engine:
+    """The engine a recipe's `engine` section names, with 'auto' resolved first (not started yet)."""
+    return engine_from_spec(spec, vocab, choose_engine_kind(spec.kind))
 
 
 def check_engine_spec(spec: Any) -> None:

@@ -76,11 +76,17 @@ def _compiled(text: str) -> jinja2.Template:
     return env.from_string(text)
 
 
-def render_card(out: Path, template: Path | None = None, repo_id: str | None = None) -> str:
-    """The card; its load snippets name `repo_id` when given (pushed), else the card's own folder."""
+def render_card(out: Path, template: Path | None = None, repo_id: str | None = None,
+                loaded: LoadedRecipe | None = None, stats: dict[str, Any] | None = None) -> str:
+    """The card; its load snippets name `repo_id` when given (pushed), else the card's own folder.
+
+    A build hands in its recipe and the stats it just wrote; without them (push, relabel, eval) both
+    are read from the folder."""
     out = layout.require_output(out)
-    loaded = load_recipe(out / layout.RECIPE)
-    stats = layout.read_json(out / layout.STATS) if (out / layout.STATS).is_file() else {}
+    if loaded is None:
+        loaded = load_recipe(out / layout.RECIPE)
+    if stats is None:
+        stats = layout.read_json(out / layout.STATS) if (out / layout.STATS).is_file() else {}
     manifest = layout.read_json(out / layout.MANIFEST)
     simulated = bool(manifest.get("simulated") or stats.get("simulated"))
     vocab = loaded.vocab
@@ -112,7 +118,7 @@ def render_card(out: Path, template: Path | None = None, repo_id: str | None = N
         "mean_labels": sum(stats.get("label_counts", {}).values()) / stats["ok"] if stats.get("ok") else 0.0,
         "formats": loaded.recipe.output.formats,
         "engine": manifest.get("engine", {}),
-        "tagging": loaded.recipe.tagging,
+        "tagging": _published_tagging(loaded),
         "per_label_thresholds": len(loaded.thresholds),
         "concepts_digest": manifest.get("concepts_digest"),
         "concepts_digest_used": bool(loaded.recipe.tagging.concept_sheet),
@@ -139,6 +145,12 @@ def render_card(out: Path, template: Path | None = None, repo_id: str | None = N
         "disk": disk_usage(out),
     }
     return _template(template).render(**values)
+
+
+def _published_tagging(loaded: LoadedRecipe) -> Any:
+    """The tagging section as the folder's recipe.yaml has it: a concept sheet is saved as concepts.yaml."""
+    tagging = loaded.recipe.tagging
+    return tagging.model_copy(update={"concept_sheet": layout.CONCEPTS}) if tagging.concept_sheet else tagging
 
 
 def _calibration(loaded: LoadedRecipe) -> dict[str, Any] | None:
@@ -194,7 +206,8 @@ def _wds_pattern(out: Path) -> str:
     return f"webdataset/shard-{{00000..{last}}}.tar" if len(shards) > 1 else "webdataset/shard-00000.tar"
 
 
-def write_card(out: Path, template: Path | None = None, repo_id: str | None = None) -> Path:
+def write_card(out: Path, template: Path | None = None, repo_id: str | None = None,
+               loaded: LoadedRecipe | None = None, stats: dict[str, Any] | None = None) -> Path:
     path = Path(out) / layout.CARD
-    path.write_text(render_card(Path(out), template, repo_id), encoding="utf-8")
+    path.write_text(render_card(Path(out), template, repo_id, loaded, stats), encoding="utf-8")
     return path

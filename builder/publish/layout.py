@@ -19,6 +19,8 @@ Later commands add eval/ (`tagllm eval`), issues/ (`tagllm issues`) and review/c
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,14 @@ def completed_shards(out: Path) -> list[int]:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write under a temporary name of this process and rename, so a reader never sees half a file
+    (parts write the manifest at the same time; a temporary name of a dead process is a leftover)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str), encoding="utf-8")
+    tmp.replace(path)
 
 
 def require_output(out: Path) -> Path:

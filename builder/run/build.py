@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import importlib.util
-import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,22 +18,20 @@ from typing import Any
 import yaml
 
 from builder import __version__
-from builder.publish.cost import cost_report
+from builder.ask.cache_files import merge_caches, open_cache
 from builder.engines.base import Engine
-from builder.engines.registry import engine_from_spec
+from builder.engines.registry import choose_engine_kind, open_engine  # noqa: F401 - choose_engine_kind: re-exported
 from builder.errors import RunError, UserError
-from builder.method import TaggingContext, make_strategy
+from builder.method import TaggingContext
 from builder.publish import corrections, layout
+from builder.publish.cost import cost_report
 from builder.publish.stats import merge
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
-from builder.records import Record
 from builder.run import preflight
-from builder.ask.asker import Asker
-from builder.ask.cache_files import merge_caches, open_cache
 from builder.run.progress import Reporter
-from builder.run.shards import WriterSink, plan_shards, remove_leftovers
-from builder.run.walk import walk_shards
+from builder.run.shards import ShardChoice, remove_leftovers
+from builder.run.tagging import Tagging, gpu_count, tag_shards
 from builder.sources import open_source
 
 
@@ -51,21 +46,6 @@ class BuildResult:
     engine: dict[str, Any] = field(default_factory=dict)
     rerun: dict[str, int] | None = None  # new / kept / redone, when the folder held an earlier build
     notes: list[str | None] = field(default_factory=list)  # what else happened (shown in the summary)
-
-
-def choose_engine_kind(kind: str) -> str:
-    """'auto' means sglang when it is installed and a GPU is visible; otherwise say what to pick."""
-    if kind != "auto":
-        return kind
-    if importlib.util.find_spec("sglang") is not None and importlib.util.find_spec("torch") is not None:
-        import torch
-
-        if torch.cuda.is_available():
-            return "sglang"
-    raise UserError(
-        "engine 'auto' needs sglang and a GPU (pip install -e '.[sglang]' in a checkout); otherwise choose "
-        "--engine http --server URL, --engine transformers --model DIR, or --engine simulated"
-    )
 
 
 def _check_out(out: Path, digest: str, overwrite: bool, adopt: bool = False,
@@ -87,12 +67,6 @@ def _check_out(out: Path, digest: str, overwrite: bool, adopt: bool = False,
     return None
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parts may write the manifest at once
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str), encoding="utf-8")
-    tmp.replace(path)
-
-
 def save_recipe(loaded: LoadedRecipe, out: Path) -> None:
     """The resolved recipe beside the data, so `tagllm build OUT/recipe.yaml` re-runs it from anywhere."""
     data = loaded.portable(out)
@@ -100,6 +74,17 @@ def save_recipe(loaded: LoadedRecipe, out: Path) -> None:
         loaded.concepts.save(out / layout.CONCEPTS)
         data["tagging"]["concept_sheet"] = layout.CONCEPTS
     (out / layout.RECIPE).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+@dataclass
+class Checked:
+    """What `Builder.check` found and the build starts from; nothing is written yet."""
+
+    ctx: TaggingContext
+    engine: Engine
+    source: Any
+    digest: str
+    earlier: dict[str, Any] | None  # the manifest of an earlier run into the folder, to resume
 
 
 class Builder:
@@ -115,35 +100,28 @@ class Builder:
         self.progress = progress
         self._engine = engine
         self.window = window
-        self._checked: tuple | None = None
+        self.checked: Checked | None = None
         self.adopt = adopt  # continue an output made by another recipe digest (relabel, retry-failed)
-        self._rewritten: set[int] = set()  # shards tagged this run (not kept as they were)
-        self._tagged = 0  # records written this run
+        self.tagging: Tagging | None = None  # set once the engine runs; knows the shards tagged this run
         self.part: tuple[int, int] | None = None  # (I, N): tag only shards k with k % N == I
         self.cache_name: str | None = None  # a worker's own cache file under OUT/caches/
-
-    def _engine_for_run(self) -> Engine:
-        if self._engine is not None:
-            return self._engine
-        kind = choose_engine_kind(self.recipe.engine.kind)
-        return engine_from_spec(self.recipe.engine, self.loaded.vocab, kind)
 
     def digest(self) -> str:
         return self.loaded.digest() + f"-{self.recipe.output.samples_per_shard}"
 
     def check(self) -> Engine:
         """Validate templates, engine choice, source and output folder; writes nothing."""
-        if self._checked is None:
+        if self.checked is None:
             digest = self.digest()
             ctx = TaggingContext(self.loaded)
-            engine = self._engine_for_run()
+            engine = self._engine or open_engine(self.recipe.engine, self.loaded.vocab)
             source = open_source(self.recipe.source, self.loaded.vocab, self.loaded.base_dir)
             earlier = _check_out(self.out, digest, self.overwrite, self.adopt, self.loaded)
             first = preflight.peek(source)
             if engine.simulated and not self.adopt and not self.recipe.engine.simulation.allow_unlabeled:
                 preflight.refuse_simulation_without_labels(first, self.recipe.source.path)
-            self._checked = (ctx, engine, source, digest, earlier)
-        return self._checked[1]
+            self.checked = Checked(ctx, engine, source, digest, earlier)
+        return self.checked.engine
 
     def run(self) -> BuildResult:
         """Check everything, start the engine, then write; input errors leave nothing behind."""
@@ -151,38 +129,45 @@ class Builder:
         fresh = self.overwrite or not (self.out / layout.MANIFEST).is_file()
         before = {} if fresh else preflight.earlier_status(self.out)
         try:
-            result = asyncio.run(self._main(*self._checked))
+            result = asyncio.run(self._main(self.checked))
         except UserError:
-            if fresh and self._tagged == 0 and self.out.exists():
+            if fresh and not self._tagged() and self.out.exists():
                 shutil.rmtree(self.out)  # an input error before any item was tagged: leave no folder
             raise
         if before:
-            result.rerun = preflight.rerun_counts(self.out, before, self._rewritten)
+            result.rerun = preflight.rerun_counts(self.out, before, self._tagged())
         return result
 
-    async def _main(self, ctx: TaggingContext, engine: Engine, source: Any, digest: str,
-                    earlier: dict[str, Any] | None) -> BuildResult:
+    def _tagged(self) -> set[int]:
+        return self.tagging.tagged if self.tagging is not None else set()
+
+    async def _main(self, checked: Checked) -> BuildResult:
+        engine = checked.engine
         await engine.start()
         try:
-            manifest = self._prepare_out(engine, digest, earlier)
+            started = engine.describe()  # what the manifest says while the build runs
+            manifest = self._prepare_out(checked, started)
             cache = open_cache(self.out, self.cache_name)
-            asker = Asker(engine, cache, self.loaded.vocab.digest(), gpus=gpu_count(self.loaded, engine.describe()))
-            reporter = Reporter(total=source.total(), show=self.progress, requests=asker.counts)
             try:
-                strategy = make_strategy(self.recipe.tagging.strategy, ctx, asker, engine.simulated)
+                self.tagging = Tagging.open(self.loaded, self.out, engine, cache, checked.ctx, started, self.window)
+                reporter = Reporter(total=checked.source.total(), show=self.progress,
+                                    requests=self.tagging.asker.counts)
                 try:
-                    shards, skipped = await self._shards(source, strategy, asker, reporter, engine)
+                    plan = await tag_shards(self.tagging, checked.source, ShardChoice(part=self.part), reporter)
                 except BaseException:  # Ctrl-C, an error: stop tagging before the cache closes under it
                     await _cancel_other_tasks()
                     raise
+                finally:
+                    reporter.close()
             finally:
-                reporter.close()
                 cache.close()
+            # Read again at the end: an engine's description may count what it did (http: requests per server).
+            finished = engine.describe()
         finally:
             await engine.close()
-        return self._complete(manifest, shards, skipped, asker.counts["sent"], engine)
+        return self._complete(manifest, plan.total or 0, plan.skipped, self.tagging.asker.counts["sent"], finished)
 
-    def _prepare_out(self, engine: Engine, digest: str, earlier: dict[str, Any] | None) -> dict[str, Any]:
+    def _prepare_out(self, checked: Checked, engine_info: dict[str, Any]) -> dict[str, Any]:
         """Create (or clear) the folder, save the resolved recipe, write the manifest as running."""
         kept = corrections.read_kept(self.out)  # human corrections outlive --overwrite
         if self.overwrite and self.out.exists():
@@ -191,70 +176,43 @@ class Builder:
         corrections.write_kept(self.out, kept)
         save_recipe(self.loaded, self.out)
         manifest = {
-            "tagllm_version": __version__, "recipe_digest": digest, "name": self.recipe.name,
-            "status": "running", "started": (earlier or {}).get("started") or _now(),
-            "engine": preflight.portable_engine(engine.describe()), "simulated": engine.simulated,
+            "tagllm_version": __version__, "recipe_digest": checked.digest, "name": self.recipe.name,
+            "status": "running", "started": (checked.earlier or {}).get("started") or _now(),
+            "engine": preflight.portable_engine(engine_info), "simulated": checked.engine.simulated,
             "strategy": self.recipe.tagging.strategy, "formats": self.recipe.output.formats,
             "samples_per_shard": self.recipe.output.samples_per_shard,
             "vocabulary": {"name": self.loaded.vocab.name, "digest": self.loaded.vocab.digest()},
             "concepts_digest": self.loaded.concepts.digest(),
         }
-        _write_json(self.out / layout.MANIFEST, manifest)
+        layout.write_json(self.out / layout.MANIFEST, manifest)
         return manifest
 
     def _complete(self, manifest: dict[str, Any], shards: int, skipped: int, sent: int,
-                  engine: Engine) -> BuildResult:
+                  engine_info: dict[str, Any]) -> BuildResult:
         """Totals, card and the manifest marked complete (a part leaves this to `tagllm finalize`)."""
-        merge_caches(self.out)  # answers of parts or Ray workers of an earlier run, if any
-        remove_leftovers(self.out)
-        stats = finalize_output(self.out, self.loaded, preflight.portable_engine(engine.describe()))
-        manifest.update(status="complete", finished=_now(), shards=shards)
-        _write_json(self.out / layout.MANIFEST, manifest)
-        return BuildResult(self.out, stats, shards, skipped, sent, engine.simulated, engine.describe())
-
-    async def _shards(self, source: Any, strategy: Any, asker: Asker, reporter: Reporter,
-                      engine: Engine) -> tuple[int, int]:
-        """Tag this process's shards through one task window (no drain at shard ends).
-
-        A shard complete from an earlier run is kept when the source still gives it the same keys,
-        else tagged again (the source grew or changed). Returns (shards in the source, kept).
-        """
-        out, per_shard = self.out, self.recipe.output.samples_per_shard
-
-        def keep(shard: int, keys: list[str]) -> bool:
-            return keys == preflight.shard_keys(out, shard)
-
-        plan = plan_shards(source, per_shard, set(layout.completed_shards(out)), self.part, reporter.skip, keep)
-        writers = make_writers(out, self.loaded.vocab, self.recipe.output.formats, self.recipe.output.include_failed)
-        window = self.window or max(4, min(engine.concurrency, 256))
-        tally = {"sent": asker.counts["sent"], "retries": asker.counts["retries"]}
-        fix = corrections.corrector(out, self.loaded.vocab.names)  # reviewed labels, by image digest
-
-        def on_record(record: Record) -> None:
-            self._tagged += 1
-            reporter.record(record.status, record.error, int(record.usage.get("cached", 0)))
-
-        def sink(shard: int) -> WriterSink:
-            self._rewritten.add(shard)
-            return WriterSink(out, shard, writers, asker.counts, engine.simulated, on_record, tally, fix,
-                              durable=asker.cache.commit if asker.cache is not None else None)
-
-        await walk_shards(plan.jobs, strategy.tag, window, sink)
-        total = plan.total or 0
-        if self.part is None:
-            preflight.drop_shards_from(out, total)
-            for w in writers:
-                w.finalize(list(range(total)))
-        return total, plan.skipped
+        stats = complete_output(self.out, self.loaded, shards, manifest, preflight.portable_engine(engine_info))
+        return BuildResult(self.out, stats, shards, skipped, sent, self.checked.engine.simulated, engine_info)
 
 
-def gpu_count(loaded: LoadedRecipe, engine_info: dict[str, Any]) -> int:
-    """`cost.gpus` when the recipe sets it, else what the engine says (sglang tp x dp, http servers), else 1."""
-    return int(loaded.recipe.cost.gpus or engine_info.get("gpus") or 1)
+def complete_output(out: Path, loaded: LoadedRecipe, shards: int, manifest: dict[str, Any],
+                    engine_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Once every one of the source's `shards` is in (whichever runner tagged them): drop shards past the
+    source's end, name the files with the shard total, fold worker caches in, write stats and card, and
+    mark the manifest complete. Returns the stats."""
+    preflight.drop_shards_from(out, shards)
+    output = loaded.recipe.output
+    for writer in make_writers(out, loaded.vocab, output.formats, output.include_failed):
+        writer.finalize(list(range(shards)))
+    merge_caches(out)  # answers of parts or Ray workers, of this run or an earlier one
+    remove_leftovers(out)
+    stats = finalize_output(out, loaded, engine_info)
+    manifest.update(status="complete", finished=_now(), shards=shards)
+    layout.write_json(out / layout.MANIFEST, manifest)
+    return stats
 
 
 def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Totals, cost and the card, from what is on disk (also used after relabel / retry)."""
+    """Totals, cost and the card, from the shard stats on disk (also used after relabel / retry)."""
     from builder.publish.card import write_card
 
     shard_stats = [layout.read_json(layout.shard_stats_path(out, s)) for s in layout.completed_shards(out)]
@@ -265,8 +223,8 @@ def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any]
     stats["cost"] = cost_report(stats, c.gpu_price_per_hour, c.human_price_per_image,
                                 gpu_count(loaded, engine_info or {}))
     stats["engine"] = engine_info or {}
-    _write_json(out / layout.STATS, stats)
-    write_card(out)
+    layout.write_json(out / layout.STATS, stats)
+    write_card(out, loaded=loaded, stats=stats)
     return stats
 
 

@@ -17,11 +17,9 @@ from builder.engines.base import Engine
 from builder.errors import RunError, UserError
 from builder.publish import layout
 from builder.publish.stats import merge
-from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe, load_recipe
-from builder.run.build import Builder, BuildResult, _now, finalize_output
-from builder.ask.cache_files import merge_caches
-from builder.run.shards import remove_leftovers, write_json
+from builder.run.build import Builder, BuildResult, complete_output
+from builder.run.shards import part_of
 from builder.sources import open_source
 
 PARTS_DIR = "parts"
@@ -55,18 +53,18 @@ class PartBuilder(Builder):
         if self.out.exists() and any(not p.name.startswith(".") and p.name not in _LAYOUT for p in self.out.iterdir()):
             raise RunError(f"{self.out}: exists, is not empty and is not a tagllm output; choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json(self.out / layout.MANIFEST, {"recipe_digest": self.digest(), "status": "running"})
+        layout.write_json(self.out / layout.MANIFEST, {"recipe_digest": self.digest(), "status": "running"})
 
     def _complete(self, manifest: dict[str, Any], shards: int, skipped: int, sent: int,
-                  engine: Engine) -> BuildResult:
-        mine = [k for k in range(shards) if k % self.part[1] == self.part[0]]
+                  engine_info: dict[str, Any]) -> BuildResult:
+        mine = [k for k in range(shards) if part_of(k, self.part)]
         marker = part_marker(self.out, self.part)
         marker.parent.mkdir(exist_ok=True)
-        write_json(marker, {"part": self.part[0], "parts": self.part[1], "shards": mine, "total": shards,
-                            "host": os.uname().nodename if hasattr(os, "uname") else ""})
+        layout.write_json(marker, {"part": self.part[0], "parts": self.part[1], "shards": mine, "total": shards,
+                                   "host": os.uname().nodename if hasattr(os, "uname") else ""})
         done = set(layout.completed_shards(self.out))
         stats = merge(layout.read_json(layout.shard_stats_path(self.out, k)) for k in mine if k in done)
-        return BuildResult(self.out, stats, len(mine), skipped, sent, engine.simulated, engine.describe())
+        return BuildResult(self.out, stats, len(mine), skipped, sent, self.checked.engine.simulated, engine_info)
 
 
 def shard_total(out: Path, loaded: LoadedRecipe) -> int:
@@ -99,12 +97,6 @@ def finalize(out: Path) -> BuildResult:
         shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
         raise RunError(f"{out}: {len(missing)} of {total} shards are not complete: {shown}{owners}; "
                        "rerun those parts (they resume), then finalize again")
-    for w in make_writers(out, loaded.vocab, loaded.recipe.output.formats, loaded.recipe.output.include_failed):
-        w.finalize(list(range(total)))
-    merge_caches(out)
-    remove_leftovers(out)
-    stats = finalize_output(out, loaded)
-    manifest.update(status="complete", finished=_now(), shards=total)
-    write_json(out / layout.MANIFEST, manifest)
+    stats = complete_output(out, loaded, total, manifest)
     engine = manifest.get("engine", {})
     return BuildResult(out, stats, total, 0, 0, bool(manifest.get("simulated")), engine)

@@ -20,19 +20,17 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from builder.engines.base import Engine
-from builder.engines.registry import engine_from_spec
+from builder.ask.cache_files import open_cache
+from builder.engines.registry import open_engine
 from builder.errors import RunError, UserError
-from builder.method import TaggingContext, make_strategy
-from builder.publish import corrections, layout
+from builder.method import TaggingContext
+from builder.publish import layout
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
-from builder.ask.asker import Asker
-from builder.run.build import Builder, BuildResult, choose_engine_kind, gpu_count
-from builder.ask.cache_files import open_cache
+from builder.run.build import Builder, BuildResult, Checked
 from builder.run.progress import Reporter
-from builder.run.shards import WriterSink
-from builder.run.walk import ShardJob, walk_shards
+from builder.run.shards import ShardChoice, plan_shards
+from builder.run.tagging import Tagging, tag_shards
 from builder.sources import open_source
 
 NAMESPACE = "tagllm"
@@ -53,7 +51,7 @@ class ShardWorker:
 
     def __init__(self, loaded: LoadedRecipe, out: str, slot: int, servers: list[str], window: int | None):
         self.loaded, self.out, self.slot, self.servers, self.window = loaded, Path(out), slot, servers, window
-        self.ready: tuple | None = None
+        self.ready: tuple[Tagging, Any] | None = None  # (what this process tags with, the source)
         self.lock: asyncio.Lock | None = None
 
     async def warm(self) -> int:
@@ -62,39 +60,32 @@ class ShardWorker:
         make_writers(self.out, self.loaded.vocab, self.loaded.recipe.output.formats)  # heavy imports happen here
         return os.getpid()
 
-    async def _start(self) -> tuple:
+    async def _start(self) -> tuple[Tagging, Any]:
         self.lock = self.lock or asyncio.Lock()
         async with self.lock:
             if self.ready is None:
                 recipe = self.loaded.recipe
                 spec = recipe.engine.model_copy(update={"servers": self.servers}) if self.servers else recipe.engine
-                engine = engine_from_spec(spec, self.loaded.vocab, choose_engine_kind(spec.kind))
+                engine = open_engine(spec, self.loaded.vocab)
                 await engine.start()
-                source = open_source(recipe.source, self.loaded.vocab, self.loaded.base_dir)
                 cache = open_cache(self.out, f"worker-{self.slot:03d}")
-                self.ready = (engine, source, cache, TaggingContext(self.loaded))
+                tagging = Tagging.open(self.loaded, self.out, engine, cache, TaggingContext(self.loaded),
+                                       engine.describe(), self.window)
+                self.ready = (tagging, open_source(recipe.source, self.loaded.vocab, self.loaded.base_dir))
         return self.ready
 
     async def tag_shard(self, shard: int) -> dict[str, Any]:
-        """Tag and commit one shard; returns its stats and this process's id."""
-        engine, source, cache, ctx = await self._start()
-        recipe = self.loaded.recipe
-        asker = Asker(engine, cache, self.loaded.vocab.digest(), gpus=gpu_count(self.loaded, engine.describe()))
-        strategy = make_strategy(recipe.tagging.strategy, ctx, asker, engine.simulated)
-        writers = make_writers(self.out, self.loaded.vocab, recipe.output.formats, recipe.output.include_failed)
-        window = self.window or max(4, min(engine.concurrency, 256))
-        job = ShardJob(shard, source.shard(shard, recipe.output.samples_per_shard))
-        fix = corrections.corrector(self.out, self.loaded.vocab.names)
-        done = await walk_shards([job], strategy.tag, window,
-                                 lambda k: WriterSink(self.out, k, writers, asker.counts, engine.simulated, fix=fix,
-                                                   durable=asker.cache.commit))
-        return {"shard": shard, "pid": os.getpid(), "stats": done[0] if done else None}
+        """Tag and commit one shard (kept when complete: a retried call); returns its stats and this process's id."""
+        tagging, source = await self._start()
+        plan = await tag_shards(tagging, source, ShardChoice(shards=(shard,)))
+        stats = plan.committed[0] if plan.committed else layout.read_json(layout.shard_stats_path(self.out, shard))
+        return {"shard": shard, "pid": os.getpid(), "stats": stats}
 
     async def close(self) -> None:
         if self.ready is not None:
-            engine, _, cache, _ = self.ready
-            await engine.close()
-            cache.close()
+            tagging, _ = self.ready
+            await tagging.engine.close()
+            tagging.asker.cache.close()
             self.ready = None
 
 
@@ -122,7 +113,6 @@ class RayBuilder(Builder):
     def run(self) -> BuildResult:
         ray = import_ray()
         self.check()
-        _, engine, source, digest, earlier = self._checked
         started_here = not ray.is_initialized()
         if started_here:
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
@@ -131,34 +121,30 @@ class RayBuilder(Builder):
                                object_store_memory=200 * 1024 * 1024)
             ray.init(address=self.address, **options)
         try:
-            return self._run(ray, engine, digest, earlier, source)
+            return self._run(ray, self.checked)
         finally:
             if started_here:
                 ray.shutdown()
 
-    def _run(self, ray: Any, engine: Engine, digest: str, earlier: dict[str, Any] | None,
-             source: Any) -> BuildResult:
-        manifest = self._prepare_out(engine, digest, earlier)
+    def _run(self, ray: Any, checked: Checked) -> BuildResult:
+        engine_info = checked.engine.describe()  # the driver's engine is never started: read once
+        manifest = self._prepare_out(checked, engine_info)
         per_shard = self.recipe.output.samples_per_shard
-        count = source.total()
+        count = checked.source.total()
         if count is None:  # a stream of unknown length: count it once (reads every item)
-            count = sum(1 for _ in source)
+            count = sum(1 for _ in checked.source)
         total = -(-count // per_shard)
-        done = set(layout.completed_shards(self.out)) & set(range(total))
-        todo = [k for k in range(total) if k not in done]
         reporter = Reporter(total=count, show=self.progress)
-        reporter.skip(sum(min(per_shard, count - k * per_shard) for k in done))
         try:
-            if todo:
-                self._dispatch(ray, engine, todo, reporter)
+            plan = plan_shards(self.out, checked.source, per_shard, ShardChoice(shards=tuple(range(total))),
+                               reporter.skip)
+            if plan.todo:
+                self._dispatch(ray, plan.todo, reporter)
         finally:
             reporter.close()
-        output = self.recipe.output
-        for w in make_writers(self.out, self.loaded.vocab, output.formats, output.include_failed):
-            w.finalize(list(range(total)))
-        return self._complete(manifest, total, len(done), self.sent, engine)
+        return self._complete(manifest, total, plan.skipped, self.sent, engine_info)
 
-    def _worker_count(self, ray: Any, engine: Engine) -> int:
+    def _worker_count(self, ray: Any) -> int:
         if self.workers:
             return self.workers
         spec = self.recipe.engine
@@ -168,9 +154,9 @@ class RayBuilder(Builder):
             return max(1, int(ray.cluster_resources().get("GPU", 0)) // int(spec.args.get("tp_size", 1)))
         return max(1, min(8, int(ray.cluster_resources().get("CPU", 1))))
 
-    def _start_workers(self, ray: Any, engine: Engine) -> list[Any]:
+    def _start_workers(self, ray: Any) -> list[Any]:
         spec = self.recipe.engine
-        count = self._worker_count(ray, engine)
+        count = self._worker_count(ray)
         gpus = float(spec.args.get("tp_size", 1)) if spec.kind == "sglang" else 0.0
         workers = []
         for slot in range(count):
@@ -202,12 +188,12 @@ class RayBuilder(Builder):
             time.sleep(0.5)
         raise RunError(f"a Ray worker named {name} (an earlier build of {self.out}) does not go away")
 
-    def _dispatch(self, ray: Any, engine: Engine, todo: list[int], reporter: Reporter) -> None:
+    def _dispatch(self, ray: Any, todo: list[int], reporter: Reporter) -> None:
         """Keep every worker busy with SHARDS_PER_WORKER shards until all are committed."""
         from ray.exceptions import RayActorError, RayTaskError
 
         started = time.perf_counter()
-        workers = self._start_workers(ray, engine)
+        workers = self._start_workers(ray)
         self.timing["workers_start"] = time.perf_counter() - started
         started = time.perf_counter()
         queue, inflight, tries = deque(todo), {}, dict.fromkeys(todo, 0)

@@ -1,4 +1,5 @@
-"""Which shards a process tags, and the sink that writes and commits one shard.
+"""Which shards a process tags (its `ShardChoice`, planned by `plan_shards`), and the sink that writes
+and commits one shard.
 
 Every runner (one process, `--part I/N`, a Ray worker) cuts the source the same way: shard k
 holds items [k*S, (k+1)*S) of the source's stable order. A part takes the shards k with
@@ -8,9 +9,6 @@ shard the driver hands it.
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,55 +36,70 @@ def part_of(shard: int, part: tuple[int, int] | None) -> bool:
     return part is None or shard % part[1] == part[0]
 
 
+@dataclass(frozen=True)
+class ShardChoice:
+    """Which shards a process tags: every shard (the default), one part's, or the ones it is handed."""
+
+    part: tuple[int, int] | None = None  # --part I/N: the shards k with k % N == I
+    shards: tuple[int, ...] | None = None  # handed over by a driver (a Ray worker): each read directly
+
+    def has(self, shard: int) -> bool:
+        if self.shards is not None:
+            return shard in self.shards
+        return part_of(shard, self.part)
+
+
 @dataclass
 class ShardPlan:
-    """The jobs of one process, and what it learned while walking (shard total, skipped shards)."""
+    """The jobs of one process, and what it learned while walking (shard total, kept shards)."""
 
     jobs: Iterator[ShardJob]
-    total: int | None
+    total: int | None  # shards in the source; None for handed shards, or a stream not yet read to its end
     skipped: int = 0
-    skipped_items: int = 0
-    seen: list[int] = field(default_factory=list)
+    todo: list[int] | None = None  # the shards to tag, when known before walking (read directly)
+    committed: list[dict[str, Any]] = field(default_factory=list)  # stats of the shards tagged, in order
 
 
-def plan_shards(source: Any, per_shard: int, done: set[int], part: tuple[int, int] | None,
-                on_skip: Callable[[int], None],
+def plan_shards(out: Path, source: Any, per_shard: int, choice: ShardChoice, on_skip: Callable[[int], None],
                 keep: Callable[[int, list[str]], bool] | None = None) -> ShardPlan:
-    """One pass over the stream for a whole build; direct shard reads for a part when the count is known.
+    """One pass over the stream for a whole build; direct shard reads for a part (count known) or handed shards.
 
     A single process reads every item anyway, so it streams once (reading a shard directly can
     cost a re-read of a tar's earlier samples) and checks each complete shard's keys with `keep`.
-    A part reads only its own shards when the source can reach them (complete ones are kept);
-    otherwise it streams past the other parts' items without tagging them.
+    A part reads only its own shards when the source can reach them, and handed shards are always
+    read so; complete ones are kept, counted by their stats. Otherwise a part streams past the
+    other parts' items without tagging them.
     """
-    total = source.shard_count(per_shard) if part is not None else None
+    done = set(layout.completed_shards(out))
+    total = source.shard_count(per_shard) if choice.part is not None else None
     plan = ShardPlan(iter(()), total)
 
     def decide(shard: int) -> str:
-        if not part_of(shard, part):
+        if not choice.has(shard):
             return "other"
-        plan.seen.append(shard)
         return "done" if shard in done else "tag"
 
+    def kept(n: int) -> None:
+        plan.skipped += 1
+        on_skip(n)
+
     def skipped(shard: int, n: int) -> None:
-        if part_of(shard, part):
-            plan.skipped += 1
-            plan.skipped_items += n
-            on_skip(n)
+        if choice.has(shard):
+            kept(n)
 
     def ended(n: int) -> None:
         plan.total = n
 
-    if total is None:
+    if choice.shards is None and total is None:
         plan.jobs = stream_jobs(iter(source), per_shard, decide, skipped, ended, keep,
                                 lambda shard: source.shard(shard, per_shard))
-    else:
-        mine = [k for k in range(total) if decide(k) == "tag"]
-        count = source.total()
-        for k in plan.seen:
-            if k in done:
-                skipped(k, min(per_shard, count - k * per_shard))
-        plan.jobs = direct_jobs(source, per_shard, mine)
+        return plan
+    wanted = list(choice.shards) if choice.shards is not None else [k for k in range(total) if choice.has(k)]
+    for k in wanted:
+        if k in done:
+            kept(int(layout.read_json(layout.shard_stats_path(out, k))["images"]))
+    plan.todo = [k for k in wanted if k not in done]
+    plan.jobs = direct_jobs(source, per_shard, plan.todo)
     return plan
 
 
@@ -128,15 +141,8 @@ class WriterSink(ShardSink):
         data = self.stats.finish(wall_seconds, sent - self.tally["sent"], retries - self.tally["retries"],
                                  self.simulated)
         self.tally.update(sent=sent, retries=retries)
-        write_json(layout.shard_stats_path(self.out, self.shard), data)
+        layout.write_json(layout.shard_stats_path(self.out, self.shard), data)
         return data
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write under a temporary name and rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str), encoding="utf-8")
-    tmp.replace(path)
 
 
 def remove_leftovers(out: Path) -> int:

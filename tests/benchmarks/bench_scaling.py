@@ -70,26 +70,23 @@ class Occupancy:
 
 def draining_builder(loaded: Any, out: Path, engine: Any) -> Any:
     """The walk as it was: each shard's window drains completely before the next shard starts."""
-    from builder.publish import layout
-    from builder.publish.writers import make_writers
+    from builder.run import tagging
     from builder.run.build import Builder
-    from builder.run.shards import WriterSink, plan_shards
     from builder.run.walk import walk_shards
 
+    async def draining(jobs, tag, window, open_sink):  # noqa: ANN001, ANN202
+        committed = []
+        for job in jobs:
+            committed += await walk_shards([job], tag, window, open_sink)
+        return committed
+
     class Draining(Builder):
-        async def _shards(self, source, strategy, asker, reporter, engine):  # noqa: ANN001
-            per_shard = self.recipe.output.samples_per_shard
-            plan = plan_shards(source, per_shard, set(layout.completed_shards(self.out)), None, reporter.skip)
-            writers = make_writers(self.out, self.loaded.vocab, self.recipe.output.formats)
-            window = max(4, min(engine.concurrency, 256))
-            tally = {"sent": 0, "retries": 0}
-            for job in plan.jobs:
-                await walk_shards([job], strategy.tag, window,
-                                  lambda k: WriterSink(self.out, k, writers, asker.counts, engine.simulated,
-                                                       None, tally))
-            for w in writers:
-                w.finalize(list(range(plan.total or 0)))
-            return plan.total or 0, plan.skipped
+        def run(self):  # noqa: ANN202
+            tagging.walk_shards = draining
+            try:
+                return super().run()
+            finally:
+                tagging.walk_shards = walk_shards
 
     return Draining(loaded, out, engine=engine, overwrite=True, progress=False)
 

@@ -161,6 +161,11 @@ def test_cli_builds_the_bundled_demo(tmp_path):
     assert stats["with_reference"] == len(lines)
     inspect = CliRunner().invoke(main, ["inspect", str(out)])
     assert inspect.exit_code == 0 and "SIMULATED" in inspect.output
+    # The build handed its recipe and stats to the card; read back from the folder they give the same card.
+    from builder.publish.card import render_card
+
+    assert "Concept sheet: `concepts.yaml`" in render_card(out)
+    assert render_card(out) == (out / "README.md").read_text()
 
 
 def test_unknown_recipe_field_fails_with_one_line(write_recipe, tmp_path):

@@ -228,6 +228,15 @@ def test_missing_engine_package_is_one_line():
         check_packages("sglang")
 
 
+def test_auto_engine_without_sglang_names_the_choices(build, write_recipe):
+    import importlib.util
+
+    if importlib.util.find_spec("sglang") is not None:
+        pytest.skip("sglang is installed here")
+    with pytest.raises(UserError, match=r"engine 'auto' needs sglang and a GPU .* or --engine simulated$"):
+        build(write_recipe(engine={"kind": "auto"}))
+
+
 BLOCKED = ("torch", "torchvision", "torchaudio", "triton", "nvidia", "transformers", "timm", "xgrammar", "sglang")
 
 

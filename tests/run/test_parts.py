@@ -87,3 +87,21 @@ def test_part_option_errors(recipe) -> None:
                       (["--workers", "2"], "need --runner ray")):
         result = CliRunner().invoke(main, ["build", str(split), *args])
         assert result.exit_code != 0 and msg in result.output, (args, result.output)
+
+
+def test_finalize_drops_shards_past_a_shortened_source(recipe, tmp_path: Path) -> None:
+    """Parts rerun over a shorter source (--limit) keep their shards; finalize drops the ones past its end,
+    as one process does, so the folder equals a one-process build of the shorter source."""
+    split = recipe("split")
+    for args in (["--part", "0/2"], ["--part", "1/2"], ["--part", "0/2", "--limit", "16"],
+                 ["--part", "1/2", "--limit", "16"]):
+        result = CliRunner().invoke(main, ["build", str(split), *args, "--no-progress"])
+        assert result.exit_code == 0, result.output
+    assert layout.completed_shards(tmp_path / "split") == list(range(6))  # 23 items in shards of 4, before
+    fin = CliRunner().invoke(main, ["finalize", str(tmp_path / "split")])
+    assert fin.exit_code == 0, fin.output
+    one = CliRunner().invoke(main, ["build", str(recipe("one")), "--limit", "16", "--no-progress"])
+    assert one.exit_code == 0, one.output
+    assert layout.completed_shards(tmp_path / "split") == list(range(4))
+    assert comparable(tmp_path / "split") == comparable(tmp_path / "one")
+    assert json.loads((tmp_path / "split" / "stats.json").read_text())["images"] == 16

@@ -94,3 +94,46 @@ def test_runner_option_errors(write_recipe) -> None:
 def test_scale_out_recipes_check(name: str) -> None:
     result = CliRunner().invoke(main, ["recipe", "check", str(REPO / "recipes" / name), "--no-source"])  # no COCO here
     assert result.exit_code == 0, result.output
+
+
+def test_handed_shards_keep_the_complete_ones_and_tag_the_rest(build) -> None:
+    """A Ray worker's path, without Ray: `tag_shards` with the shards a driver hands over."""
+    from run.test_resilience import comparable
+
+    from builder.ask.cache_files import open_cache
+    from builder.engines.registry import open_engine
+    from builder.method import TaggingContext
+    from builder.publish import layout
+    from builder.recipe.model import load_recipe
+    from builder.run.build import complete_output
+    from builder.run.shards import ShardChoice
+    from builder.run.tagging import Tagging, tag_shards
+    from builder.sources import open_source
+
+    out = build().out  # 12 items, 5 per shard: 3 shards
+    clean = comparable(out)
+    layout.shard_stats_path(out, 1).unlink()  # shard 1 reopened, as a worker killed before its commit leaves it
+    loaded = load_recipe(out / layout.RECIPE)
+    source = open_source(loaded.recipe.source, loaded.vocab, loaded.base_dir)
+
+    async def worker() -> tuple:
+        engine = open_engine(loaded.recipe.engine, loaded.vocab)
+        await engine.start()
+        cache = open_cache(out, "worker-000")
+        try:
+            tagging = Tagging.open(loaded, out, engine, cache, TaggingContext(loaded), engine.describe())
+            first = await tag_shards(tagging, source, ShardChoice(shards=(0, 1)))
+            again = await tag_shards(tagging, source, ShardChoice(shards=(1, 2)))  # a retried call
+            return first, again, tagging.tagged
+        finally:
+            cache.close()
+            await engine.close()
+
+    first, again, tagged = asyncio.run(worker())
+    assert (first.skipped, first.todo, [s["shard"] for s in first.committed]) == (1, [1], [1])
+    assert first.committed[0]["images"] == 5 and first.committed[0]["sent"] == 0  # answers replayed from the cache
+    assert (again.skipped, again.todo, again.committed) == (2, [], [])
+    assert tagged == {1}
+    complete_output(out, loaded, 3, layout.read_json(out / layout.MANIFEST))
+    assert comparable(out) == clean
+    assert not (out / "caches").exists()  # the worker's cache folded into cache.sqlite
