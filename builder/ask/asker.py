@@ -19,11 +19,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from builder.ask.cache import Entries, RequestCache, question_digest, replayed, row_key, stored
 from builder.engines.base import Engine, Request, Result
 from builder.method.answers import Answer
 from builder.prompts.constraints import ParseError
 from builder.prompts.scoring import NoScore
-from builder.ask.cache import Entries, RequestCache, question_digest, replayed, row_key, stored
 
 SAMPLED_TEMPERATURE = 0.7
 

@@ -14,8 +14,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-from builder.publish import layout
 from builder.ask.cache import Entries, RequestCache
+from builder.publish import layout
 
 CACHES_DIR = "caches"
 

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-from builder.images.workers import ProcessDecoders
 from builder.images.prepare import Prepared, prepare_image
+from builder.images.workers import ProcessDecoders
 
 DEFAULT_PIXEL_BUDGET = 64_000_000  # about 256 MB of decoded RGBA at once
 MAX_WORKERS = 4

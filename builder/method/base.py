@@ -12,8 +12,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from builder.images.pool import decode_pool
 from builder.images import ImageProblem, sniff_extension
+from builder.images.pool import decode_pool
 from builder.method.answers import Answer, Ask
 from builder.method.context import TaggingContext
 from builder.records import Item, Record

@@ -30,6 +30,7 @@ import numpy as np
 
 from builder import __version__
 from builder.analysis.metrics import apply_thresholds, label_stats, overall, tune_thresholds
+from builder.ask.cache import RequestCache
 from builder.engines.base import Engine
 from builder.errors import UserError
 from builder.method.base import TaggingContext
@@ -48,7 +49,6 @@ from builder.method.calibration import (
 from builder.recipe.concepts import Concept, ConceptSheet
 from builder.recipe.model import LoadedRecipe, load_recipe
 from builder.records import Item
-from builder.ask.cache import RequestCache
 from builder.workflows.calibrate_steps import Calibrator, DevRun, dev_and_held_out, prompt_decision
 
 METRIC_KEYS = ("CF1", "OF1", "CP", "CR", "mAP")

@@ -13,6 +13,8 @@ import numpy as np
 
 from builder.analysis.metrics import label_stats, overall
 from builder.analysis.split import split_dev_heldout
+from builder.ask.asker import Asker
+from builder.ask.cache import RequestCache
 from builder.engines.base import Engine, Request, Result
 from builder.errors import UserError
 from builder.method.base import TaggingContext
@@ -30,8 +32,6 @@ from builder.recipe.concepts import Concept, ConceptSheet
 from builder.recipe.model import LoadedRecipe
 from builder.recipe.vocab import Vocabulary
 from builder.records import Item, Record
-from builder.ask.asker import Asker
-from builder.ask.cache import RequestCache
 
 
 @dataclass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from builder.ask.asker import Asker
 from builder.engines.base import Engine, Request, Result
 from builder.method.candidates import parse_subset_answer
 from builder.method.verify import parse_score
 from builder.prompts.constraints import Constraint
-from builder.ask.asker import Asker
 
 
 class Scripted(Engine):

@@ -15,12 +15,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from builder.ask.asker import Asker
+from builder.ask.cache import FORMAT, RequestCache, question_digest, row_key, stored
 from builder.engines.base import Request, Result
 from builder.engines.simulated import SimulatedEngine
 from builder.prompts.constraints import Constraint
 from builder.prompts.render import chat
-from builder.ask.asker import Asker
-from builder.ask.cache import FORMAT, RequestCache, question_digest, row_key, stored
 
 
 def _rows(path: Path) -> int:

@@ -8,8 +8,8 @@ import time
 
 from tinydata import jpeg
 
-from builder.images.pool import DecodePool, PixelBudget
 from builder.images import ImageProblem
+from builder.images.pool import DecodePool, PixelBudget
 
 
 def test_the_budget_never_holds_more_than_its_total() -> None:
@@ -84,8 +84,8 @@ def test_worker_processes_prepare_images_without_a_thread_and_survive_a_crash() 
     import os
     import signal
 
-    from builder.images.workers import ProcessDecoders
     from builder.images import prepare_image
+    from builder.images.workers import ProcessDecoders
 
     images = [jpeg(i, (320, 240)) for i in range(6)]
     big = jpeg(9, (640, 480))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from builder.publish.cost import NO_PRICE, cost_report
 from builder.publish import layout
+from builder.publish.cost import NO_PRICE, cost_report
 from builder.workflows.maintain import relabel
 
 

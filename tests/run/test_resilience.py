@@ -21,12 +21,12 @@ from click.testing import CliRunner
 from PIL import Image
 from tinydata import SMALL_VOCAB, jpeg
 
+from builder.ask.cache import BATCH
 from builder.cli import main
 from builder.engines.base import Engine, Request, Result
 from builder.publish import layout
 from builder.recipe.model import load_recipe
 from builder.run.build import Builder
-from builder.ask.cache import BATCH
 from builder.workflows.maintain import relabel, retry_failed
 
 NAMES = [label["name"] for g in SMALL_VOCAB["groups"] for label in g["labels"]]
