@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from builder.errors import RunError
 from builder.prompts.constraints import Constraint
 
 
@@ -87,6 +88,11 @@ class EngineError(Exception):
     def __init__(self, message: str, transient: bool = False):
         super().__init__(message)
         self.transient = transient
+
+
+class EngineStop(RunError):
+    """Raised by a backend hook when no request can succeed (the server refuses them all): the run stops
+    with this message instead of sending the rest."""
 
 
 class EngineDied(EngineError):
@@ -193,6 +199,8 @@ class Engine(ABC):
         except TimeoutError:
             return Result(error=f"timeout after {self.timeout:g}s", transient=True,
                           latency=time.perf_counter() - started)
+        except EngineStop:
+            raise
         except EngineDied as exc:
             revived = await self._revive()
             return Result(error=f"engine died: {exc}", transient=revived, latency=time.perf_counter() - started)

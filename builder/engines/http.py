@@ -1,21 +1,17 @@
 """The http engine: model servers users already run, reached over HTTP.
 
-Two wire protocols (bodies and readers in `http_wire`): `http-sglang` is SGLang's native
-`POST /generate`; `openai` / `vllm` is `POST /v1/chat/completions`. Before the first request the
-engine learns what it talks to (`http_servers`): the server kind when `server_kind` is `auto`
-(the default for `openai`), and the yes/no token ids from `/tokenize`, so stage-2 scores ask for
-exactly those tokens' logprobs (`token_ids_logprob` on SGLang, `logprob_token_ids` on vLLM).
+Two wire protocols (`http_protocols`; bodies and readers in `http_wire`): `http-sglang` is SGLang's
+native `POST /generate`; `openai` / `vllm` is `POST /v1/chat/completions`. Before the first request the
+engine learns what it talks to (`http_servers`): the model it serves (a model it does not serve is
+refused), the server kind when `server_kind` is `auto`, the yes/no token ids from `/tokenize`, the
+context length, and on SGLang the flags that matter.
 
-Routing keeps one image on one server: the server is chosen by a hash of the image bytes, so its
-prefix cache holds the image for all of that image's requests; only when that server is down or
-saturated does a request go to the least-loaded other one.
-
-One `aiohttp.ClientSession` carries every request; its connection pool is sized to the engine's
-concurrency. (aiohttp rather than httpx: at 128 requests in flight httpx's pool spent most of the
-client's time assigning requests to connections; the saturation benchmark measured about 8x more
-requests/s with aiohttp.) The base class owns timeouts and retries: this module only decides
-which failures are transient (timeouts, connection and protocol errors, 429, 5xx) and which are
-not (other 4xx).
+Routing keeps one image on one server (chosen by a hash of the image), so its prefix cache holds the
+image for all of its requests; only when that server is down or saturated does a request go to the
+least-loaded other one. One `aiohttp.ClientSession` carries every request (aiohttp rather than httpx:
+at 128 requests in flight the saturation benchmark measured about 8x more requests/s). The base class
+owns timeouts and retries: this module decides which failures are transient (timeouts, connection
+errors, 429, 5xx), which are not (other 4xx), and stops a run whose first requests are all refused.
 """
 
 from __future__ import annotations
@@ -29,8 +25,16 @@ from typing import Any
 
 import aiohttp
 
-from builder.engines.base import Engine, EngineError, Request, Result
-from builder.engines.http_servers import context_length, detect_kind, error_message, sglang_flags, tokenize_yes_no, v1
+from builder.engines.base import Engine, EngineError, EngineStop, Request, Result
+from builder.engines.http_protocols import PROTOCOLS
+from builder.engines.http_servers import (
+    context_length,
+    detect_kind,
+    error_message,
+    fit_context,
+    sglang_flags,
+    tokenize_yes_no,
+)
 from builder.engines.http_wire import (
     DEFAULT_IMAGE_TOKEN,
     GENERIC_CHAT_TEMPLATE,
@@ -39,9 +43,8 @@ from builder.engines.http_wire import (
     Wire,
     chat_body,
     native_body,
-    read_chat,
-    read_native,
     render_chat,
+    routing_key,
 )
 from builder.errors import RunError, UserError
 from builder.images import image_digest
@@ -50,10 +53,12 @@ from builder.recipe.model import redact_url
 
 __all__ = ["DEFAULT_IMAGE_TOKEN", "GENERIC_CHAT_TEMPLATE", "HttpEngine", "redact_url", "render_chat"]
 
-APIS = ("http-sglang", "openai", "vllm")
+APIS = tuple(PROTOCOLS)
 SERVER_KINDS = ("sglang", "vllm", "openai", "auto")
 SIM_HEADER = "x-tagllm-simulated"
-CONTEXT_MARGIN = 16  # tokens a server's chat template may add around our rendering of the messages
+# Client errors that no retry mends: when the first requests all end in one of these, the rest would too.
+REFUSED = (400, 401, 403, 404, 422)
+REFUSALS_TO_STOP = 3
 
 
 class HttpEngine(Engine):
@@ -84,6 +89,7 @@ class HttpEngine(Engine):
             raise UserError(f"http engine: unknown api {api!r}; choose one of: {', '.join(APIS)}")
         self.servers = [s.rstrip("/") for s in servers if s and s.strip()]
         self.api = api
+        self.protocol = PROTOCOLS[api]
         self.api_key_env = api_key_env
         kind = server_kind or {"vllm": "vllm", "http-sglang": "sglang"}.get(api, "auto")
         if kind not in SERVER_KINDS:
@@ -98,15 +104,16 @@ class HttpEngine(Engine):
         self.ready_wait = ready_wait  # keep polling this long for servers still loading their model
         self.check_ready = check_ready
         self._client: aiohttp.ClientSession | None = None
-        # bodies built once per question (through the methods below, which tests and subclasses may replace)
-        self._chat_bytes = BodyBytes(lambda request: self.chat_body(request))
-        self._native_bytes = BodyBytes(lambda request: self.native_body(request))
+        self._bytes = BodyBytes(lambda request: self.body(request))  # bodies built once per question
         self._in_flight = {s: 0 for s in self.servers}
         self._sent = {s: 0 for s in self.servers}
         self._down_until = {s: 0.0 for s in self.servers}
         self.server_info: dict[str, Any] = {}
         self._served_model: str | None = None  # the server's own model name, when none was given
         self.max_model_len: int | None = None  # the server's context length, when its /v1/models says
+        self._answered = 0  # requests the servers accepted (any status below 400)
+        self._refused: list[str] = []  # refusals (REFUSED statuses) before the first accepted request
+        self._stopped: str | None = None  # why nothing more is sent
 
     @property
     def server_kind(self) -> str:
@@ -199,8 +206,7 @@ class HttpEngine(Engine):
             if self.max_model_len:
                 self.server_info["max_model_len"] = self.max_model_len
         if self.wire.server_kind == "sglang":
-            api = "native" if self.api == "http-sglang" else "openai"
-            flags, advice = await sglang_flags(self._probe_fetch, server, api)
+            flags, advice = await sglang_flags(self._probe_fetch, server, self.protocol.name)
             if flags:
                 self.server_info["sglang_flags"] = flags
             for line in advice:
@@ -208,9 +214,8 @@ class HttpEngine(Engine):
 
     async def _probe(self, server: str) -> str | None:
         """None when the server is ready, else why not."""
-        paths = ["/ready", "/health"] if self.api == "http-sglang" else [v1(server, "/models")]
         last = "no answer"
-        for path in paths:
+        for path in self.protocol.ready_paths(server):
             try:
                 status, text, _ = await self._probe_fetch("GET", server + path)
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -226,31 +231,28 @@ class HttpEngine(Engine):
         return last
 
     async def _read_model_info(self, server: str) -> None:
-        """Note what the server says it serves (model path, image support, simulated)."""
-        path = "/model_info" if self.api == "http-sglang" else v1(server, "/models")
+        """Note what the server says it serves; refuse a model it does not serve, or one that cannot see."""
         try:
-            status, text, _ = await self._probe_fetch("GET", server + path)
+            status, text, _ = await self._probe_fetch("GET", server + self.protocol.info_path(server))
             body = json.loads(text) if status < 400 else None
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return
         if not isinstance(body, dict):
             return
-        if self.api == "http-sglang":
-            for key in ("model_path", "served_model_name", "has_image_understanding", "model_type"):
-                if key in body:
-                    self.server_info[key] = body[key]
-            if body.get("simulated"):
-                self.simulated = True
-            if body.get("has_image_understanding") is False:
-                await self.close()
-                raise RunError(f"the model at {redact_url(server)} ({body.get('model_path')}) cannot take images")
-            return
-        data = [d for d in body.get("data") or [] if isinstance(d, dict)]
-        if data:
-            self.server_info["served_models"] = [d.get("id") for d in data][:10]
-            self._served_model = self.server_info["served_models"][0]
-            if any(d.get("owned_by") == "tagllm-serve-sim" for d in data):
-                self.simulated = True
+        served = self.protocol.served(body)
+        self.server_info.update(served.notes)
+        self.simulated = self.simulated or served.simulated
+        self._served_model = self._served_model or (served.names[0] if served.names else None)
+        problem = None
+        if served.takes_images is False:
+            problem = f"the model at {redact_url(server)} ({served.notes.get('model_path')}) cannot take images"
+        elif served.checks_model and self.model and served.names and self.model not in served.names:
+            shown = ", ".join(served.names[:5]) + (" ..." if len(served.names) > 5 else "")
+            problem = (f"the server at {redact_url(server)} does not serve the model {self.model!r} (it serves: "
+                       f"{shown}); pass --model with one of those, or leave it out")
+        if problem:
+            await self.close()
+            raise RunError(problem)
 
     def _note_simulated(self, headers: Any) -> None:
         if headers.get(SIM_HEADER):
@@ -273,9 +275,7 @@ class HttpEngine(Engine):
         )
         if self.server_info:
             info["server_info"] = dict(self.server_info)
-        if self.api == "http-sglang":
-            info["chat_template"] = "custom" if self.wire.chat_template else "generic-chatml"
-            info["image_token"] = self.wire.image_token
+        info.update(self.protocol.describe(self.wire))
         return info
 
     # --- routing ---------------------------------------------------------------------------
@@ -299,39 +299,19 @@ class HttpEngine(Engine):
             self.wire.model = self.model or self._served_model or "default"
         return chat_body(self.wire, request)
 
-    async def _fit_context(self, server: str, request: Request) -> Request:
-        """A long answer budget (authoring's JSON drafts) cut to what the server's context leaves after the
-        prompt: servers refuse a request whose prompt + max_tokens exceed it. Short budgets go as they are."""
-        if not self.max_model_len or request.image is not None or request.max_tokens * 4 < self.max_model_len:
-            return request
-        text = render_chat(request.messages, self.wire.chat_template, self.wire.image_token, has_image=False)
-        body = {"model": self.wire.model, "prompt": text, "add_special_tokens": False}
-        try:
-            status, answer, _ = await self._fetch("POST", server + "/tokenize", body, timeout=self.ready_timeout)
-            count = int(json.loads(answer)["count"]) if status < 400 else None
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
-            count = None
-        if count is None:
-            return request
-        room = self.max_model_len - count - CONTEXT_MARGIN
-        if room < 1:
-            raise EngineError(f"the prompt ({count} tokens) leaves no room for an answer in the model's context "
-                              f"of {self.max_model_len} tokens at {redact_url(server)}", transient=False)
-        if room >= request.max_tokens:
-            return request
-        fitted = request.about(None)
-        fitted.max_tokens = room
-        return fitted
+    def body(self, request: Request) -> dict[str, Any]:
+        """The body of this engine's protocol (through the methods above, which tests may replace)."""
+        return self.native_body(request) if self.protocol.name == "native" else self.chat_body(request)
 
     async def _generate_one(self, request: Request) -> Result:
+        if self._stopped:
+            raise EngineStop(self._stopped)
         if self._client is None:
             self._client = self._make_client()
         server = self._pick(request.image)
-        request = await self._fit_context(server, request)
-        if self.api == "http-sglang":
-            path, body = "/generate", self._native_bytes.encode(self.wire, request)
-        else:
-            path, body = v1(server, "/chat/completions"), self._chat_bytes.encode(self.wire, request)
+        if self.max_model_len and request.image is None and request.max_tokens * 4 >= self.max_model_len:
+            request = await fit_context(self._probe_fetch, server, self.wire, request, self.max_model_len)
+        path, body = self.protocol.path(server), self._bytes.encode(self.wire, request)
         self._in_flight[server] += 1
         self._sent[server] += 1
         started = time.perf_counter()
@@ -348,26 +328,21 @@ class HttpEngine(Engine):
             self._in_flight[server] -= 1
         self._note_simulated(headers)
         if status >= 400:
-            raise EngineError(f"HTTP {status} from {redact_url(server)}: {error_message(status, text)}",
-                              transient=status == 429 or status >= 500)
+            message = f"HTTP {status} from {redact_url(server)}: {error_message(status, text)}"
+            if status in REFUSED and not self._answered:
+                self._refused.append(message)
+                if len(self._refused) >= REFUSALS_TO_STOP:
+                    self._stopped = (f"the first {len(self._refused)} requests were all refused ({message}); "
+                                     "stopped instead of sending the rest: fix the request settings, then rerun")
+                    raise EngineStop(self._stopped)
+            raise EngineError(message, transient=status == 429 or status >= 500)
+        self._answered += 1
         try:
             payload = json.loads(text)
         except ValueError as exc:
             raise EngineError(f"malformed JSON from {redact_url(server)}: {text[:80]!r}", transient=True) from exc
         if not isinstance(payload, dict):
             raise EngineError(f"unexpected answer from {redact_url(server)}: {str(payload)[:80]!r}", transient=True)
-        if self.api == "http-sglang":
-            result = read_native(payload, request, self.wire.ids)
-        else:
-            result = read_chat(payload, request, self.wire)
+        result = self.protocol.read(payload, request, self.wire)
         result.latency = round(time.perf_counter() - started, 6)
         return result
-
-
-# sglang-router's `--policy manual` sends requests with the same key to one worker: keyed by the
-# image, all requests about one image reach the replica that has its tokens cached.
-ROUTING_HEADER = "X-SMG-Routing-Key"
-
-
-def routing_key(request: Request) -> dict[str, str] | None:
-    return {ROUTING_HEADER: image_digest(request.image)[:32]} if request.image else None

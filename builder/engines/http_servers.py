@@ -15,7 +15,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from builder.engines.base import EngineError, Request
+from builder.engines.http_wire import Wire, render_chat
 from builder.prompts.scoring import SPELLINGS, YesNoIds, ids_from_tokenized
+from builder.recipe.model import redact_url
 
 Fetch = Callable[[str, str, Any], Awaitable[tuple[int, str, Any]]]
 
@@ -102,6 +105,29 @@ async def context_length(fetch: Fetch, server: str) -> int | None:
     data = [d for d in (models or {}).get("data") or [] if isinstance(d, dict)] if isinstance(models, dict) else []
     value = data[0].get("max_model_len") if data else None
     return value if isinstance(value, int) and value > 0 else None
+
+
+CONTEXT_MARGIN = 16  # tokens a server's chat template may add around our rendering of the messages
+
+
+async def fit_context(fetch: Fetch, server: str, wire: Wire, request: Request, max_model_len: int) -> Request:
+    """A long answer budget (authoring's JSON drafts) cut to what the server's context leaves after the
+    prompt, counted by its `/tokenize`: servers refuse a request whose prompt + max_tokens exceed it."""
+    text = render_chat(request.messages, wire.chat_template, wire.image_token, has_image=False)
+    answer = await _json(fetch, "POST", server + "/tokenize", {"model": wire.model, "prompt": text,
+                                                               "add_special_tokens": False})
+    count = answer.get("count") if isinstance(answer, dict) else None
+    if not isinstance(count, int):
+        return request
+    room = max_model_len - count - CONTEXT_MARGIN
+    if room < 1:
+        raise EngineError(f"the prompt ({count} tokens) leaves no room for an answer in the model's context of "
+                          f"{max_model_len} tokens at {redact_url(server)}", transient=False)
+    if room >= request.max_tokens:
+        return request
+    fitted = request.about(None)
+    fitted.max_tokens = room
+    return fitted
 
 
 async def tokenize_yes_no(fetch: Fetch, server: str, model: str) -> YesNoIds:

@@ -22,6 +22,7 @@ from typing import Any
 
 from builder.engines.base import EngineError, Request, Result
 from builder.engines.sglang_params import sglang_fields
+from builder.images import image_digest
 from builder.prompts.constraints import subset_ebnf, subset_json_schema, yesno_regex
 from builder.prompts.render import without_images
 from builder.prompts.scoring import WORD_IDS, YesNoIds, by_word, yes_probability
@@ -292,3 +293,12 @@ def chat_logprobs(first: dict[str, Any], wire: Wire) -> tuple[dict[int, float], 
     full = len(top) >= wire.top_logprobs and not biased
     floor = min((float(t["logprob"]) for t in top), default=None) if full else None
     return by_word((t.get("token"), t.get("logprob")) for t in top), WORD_IDS, floor
+
+
+# sglang-router's `--policy manual` sends requests with the same key to one worker: keyed by the
+# image, all requests about one image reach the replica that has its tokens cached.
+ROUTING_HEADER = "X-SMG-Routing-Key"
+
+
+def routing_key(request: Request) -> dict[str, str] | None:
+    return {ROUTING_HEADER: image_digest(request.image)[:32]} if request.image else None

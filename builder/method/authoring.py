@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from builder.engines.base import Engine, Request
 from builder.engines.registry import engine_from_spec
 from builder.errors import UserError
-from builder.prompts.constraints import Constraint
+from builder.prompts.constraints import Constraint, json_answer
 from builder.recipe.authoring import group_labels
 from builder.recipe.concepts import Concept, ConceptSheet
 from builder.recipe.model import EngineSpec
@@ -90,7 +90,7 @@ def _ask(engine: Engine, requests: list[Request]) -> list[dict[str, Any] | None]
     out: list[dict[str, Any] | None] = []
     for result in asyncio.run(run()):
         try:
-            data = json.loads(result.text) if result.ok else None
+            data = json_answer(result.text) if result.ok else None
         except json.JSONDecodeError:
             data = None
         out.append(data if isinstance(data, dict) else None)

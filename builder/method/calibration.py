@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from builder.engines.base import Request, Result
 from builder.errors import UserError
-from builder.prompts.constraints import Constraint, ParseError
+from builder.prompts.constraints import Constraint, ParseError, json_answer, longest_answer
 from builder.recipe.concepts import Concept, ConceptSheet
 from builder.recipe.vocab import Vocabulary
 
@@ -130,13 +130,15 @@ def parse_entry(text: str, vocab: Vocabulary, label: str) -> Concept:
 
 
 def revision_schema(names: list[str]) -> dict[str, Any]:
-    """The JSON schema of a revised entry (the fields of `Concept` but the threshold; no uniqueItems)."""
-    text_list = {"type": "array", "items": {"type": "string"}, "maxItems": 8}
+    """The JSON schema of a revised entry (the fields of `Concept` but the threshold; no uniqueItems).
+
+    Every string and list is bounded, so an answer always ends inside its budget (`revision_request`)."""
+    text_list = {"type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": 8}
     label_list = {"type": "array", "items": {"type": "string", "enum": list(names)}, "maxItems": 8}
     return {
         "type": "object",
         "properties": {
-            "description": {"type": "string"},
+            "description": {"type": "string", "maxLength": 400},
             "includes": text_list,
             "excludes": text_list,
             "confusable": label_list,
@@ -184,13 +186,14 @@ def calibration_prompt(vocab: Vocabulary, label: str, entry: Concept, stats: dic
     return "\n".join(lines)
 
 
-def revision_request(prompt: str, names: list[str], tag: str = "calibrate", max_tokens: int = 768) -> Request:
-    """A text-only request (no image) constrained to the revision schema."""
+def revision_request(prompt: str, names: list[str], tag: str = "calibrate", max_tokens: int | None = None) -> Request:
+    """A text-only request (no image) constrained to the revision schema; by default its budget holds the
+    longest answer the schema allows."""
     messages = [{"role": "system", "content": LLM_SYSTEM},
                 {"role": "user", "content": [{"type": "text", "text": prompt}]}]
-    return Request(messages=messages, image=None,
-                   constraint=Constraint("json_schema", schema=json.dumps(revision_schema(names))),
-                   max_tokens=max_tokens, temperature=0.0, tag=tag)
+    schema = revision_schema(names)
+    return Request(messages=messages, image=None, constraint=Constraint("json_schema", schema=json.dumps(schema)),
+                   max_tokens=max_tokens or longest_answer(schema) or 768, temperature=0.0, tag=tag)
 
 
 def parse_revision(vocab: Vocabulary, label: str, current: Concept) -> Callable[[Request, Result], Concept]:
@@ -199,7 +202,7 @@ def parse_revision(vocab: Vocabulary, label: str, current: Concept) -> Callable[
 
     def parse(request: Request, result: Result) -> Concept:
         try:
-            data = json.loads(result.text)
+            data = json_answer(result.text)
         except json.JSONDecodeError as exc:
             raise ParseError(f"not JSON: {result.text[:60]!r}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("description", ""), str):

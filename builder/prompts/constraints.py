@@ -11,8 +11,9 @@ in their own characters (no `\\u` escapes).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 YES = "yes"
 NO = "no"
@@ -108,3 +109,57 @@ def parse_yesno(text: str) -> bool:
     if word.startswith(NO):
         return False
     raise ParseError(f"not yes/no: {text[:30]!r}")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def json_answer(text: str) -> Any:
+    """A model's JSON answer: raw control characters inside strings are accepted and dropped.
+
+    Grammar backends (xgrammar under SGLang 0.5.23, seen with a random model) let a string hold raw
+    control characters, which strict JSON refuses; they carry no meaning in a label or description."""
+    return _clean(json.loads(text, strict=False))
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _CONTROL.sub("", value)
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    return value
+
+
+def longest_answer(schema: dict[str, Any]) -> int | None:
+    """The most characters of a JSON answer under `schema` (separators ", " and ": "), or None when unbounded.
+
+    A JSON-schema constraint only ends an answer when its strings and arrays are bounded (`maxLength`,
+    `maxItems`, `enum`): an answer budget of this many tokens then holds any answer of plain text, as the
+    ordered-subset grammar does for stage 1. (Escapes and multi-byte characters can cost more tokens.)"""
+    if "enum" in schema:
+        return max(len(json.dumps(v, ensure_ascii=False)) for v in schema["enum"])
+    kind = schema.get("type")
+    if kind == "string":
+        return schema["maxLength"] + 2 if "maxLength" in schema else None
+    if kind == "array":
+        item = longest_answer(schema.get("items", {}))
+        if item is None or "maxItems" not in schema:
+            return None
+        count = schema["maxItems"]
+        return 2 + count * item + 2 * max(0, count - 1)
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        total = 2 + 2 * max(0, len(properties) - 1)
+        for name, sub in properties.items():
+            size = longest_answer(sub)
+            if size is None:
+                return None
+            total += len(json.dumps(name)) + 2 + size
+        return total
+    if kind in ("integer", "number"):
+        return 24
+    if kind == "boolean":
+        return 5
+    return None

@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 from real.conftest import REPO, SGLANG_PY, SglangServer, build, need
 
-from builder.prompts.constraints import parse_subset
+from builder.prompts.constraints import json_answer, parse_subset
 from builder.recipe.model import load_recipe
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(1500)]
@@ -150,7 +150,7 @@ def test_json_answers_parse_under_their_schemas(sglang: SglangServer, api: str) 
         print(f"\n[sglang {api} json] {request.tag}: {result.completion_tokens} tokens {result.text[:120]!r}",
               file=sys.stderr)
         assert result.ok, result.error
-        jsonschema.validate(json.loads(result.text), json.loads(request.constraint.schema))
+        jsonschema.validate(json_answer(result.text), json.loads(request.constraint.schema))
 
 
 def test_authoring_commands_against_real_sglang(sglang: SglangServer, tmp_path: Path) -> None:
