@@ -111,20 +111,22 @@ def parse_yesno(text: str) -> bool:
     raise ParseError(f"not yes/no: {text[:30]!r}")
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_NOT_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f\ufffd]")  # control characters, undecodable bytes
 
 
 def json_answer(text: str) -> Any:
-    """A model's JSON answer: raw control characters inside strings are accepted and dropped.
+    """A model's JSON answer: raw control characters and undecodable bytes inside strings are dropped.
 
     Grammar backends (xgrammar under SGLang 0.5.23, seen with a random model) let a string hold raw
-    control characters, which strict JSON refuses; they carry no meaning in a label or description."""
+    control characters, which strict JSON refuses, and bytes that are no UTF-8 (decoded as U+FFFD, each
+    counted apart, so a string can pass its `maxLength` in characters); neither means anything in a
+    label or description."""
     return _clean(json.loads(text, strict=False))
 
 
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
-        return _CONTROL.sub("", value)
+        return _NOT_TEXT.sub("", value)
     if isinstance(value, list):
         return [_clean(v) for v in value]
     if isinstance(value, dict):

@@ -11,7 +11,7 @@ from builder.prompts.constraints import json_answer, longest_answer
 
 
 def test_json_answer_accepts_and_drops_raw_control_characters() -> None:
-    text = '{"description": "a cat\x16 on\x1b a mat", "includes": ["tab\tand\nnewline kept"]}'
+    text = '{"description": "a cat\x16 on\x1b a\ufffd mat", "includes": ["tab\tand\nnewline kept"]}'
     with pytest.raises(json.JSONDecodeError):
         json.loads(text)  # strict JSON refuses what the grammar backend let through
     assert json_answer(text) == {"description": "a cat on a mat", "includes": ["tab\tand\nnewline kept"]}
