@@ -32,6 +32,7 @@ from builder.engines.http_servers import (
     detect_kind,
     error_message,
     fit_context,
+    readiness,
     sglang_flags,
     tokenize_yes_no,
 )
@@ -174,7 +175,7 @@ class HttpEngine(Engine):
             answered: list[str] = []
             problems: list[str] = []
             for server in self.servers:
-                problem = await self._probe(server)
+                problem = await readiness(self._probe_fetch, server, self.protocol.ready_paths(server))
                 if problem is None:
                     answered.append(server)
                     self._down_until[server] = 0.0
@@ -198,7 +199,8 @@ class HttpEngine(Engine):
             self.server_info["detected_kind"] = self.wire.server_kind
         self.wire.model = self.model or self._served_model or "default"
         if not self.wire.ids and self.wire.server_kind in ("sglang", "vllm"):
-            self.wire.ids = await tokenize_yes_no(self._probe_fetch, server, self.wire.model)
+            self.wire.ids = await tokenize_yes_no(self._probe_fetch, server, self.wire.model,
+                                                  native=self.protocol.name == "native")
         if self.wire.ids:
             self.server_info["yes_no_token_ids"] = {"yes": list(self.wire.ids.yes), "no": list(self.wire.ids.no)}
         if self.wire.server_kind in ("sglang", "vllm"):
@@ -212,31 +214,17 @@ class HttpEngine(Engine):
             for line in advice:
                 print(f"http engine: the SGLang server at {redact_url(server)} runs without {line}", file=sys.stderr)
 
-    async def _probe(self, server: str) -> str | None:
-        """None when the server is ready, else why not."""
-        last = "no answer"
-        for path in self.protocol.ready_paths(server):
-            try:
-                status, text, _ = await self._probe_fetch("GET", server + path)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                last = f"{type(exc).__name__}: {exc}".rstrip(": ")
-                if isinstance(exc, aiohttp.ClientConnectorError):
-                    return last
-                continue
-            if status < 400:
-                return None
-            if status in (401, 403):
-                return f"HTTP {status} (check the API key): {error_message(status, text)}"
-            last = f"HTTP {status} on {path}"
-        return last
-
     async def _read_model_info(self, server: str) -> None:
         """Note what the server says it serves; refuse a model it does not serve, or one that cannot see."""
-        try:
-            status, text, _ = await self._probe_fetch("GET", server + self.protocol.info_path(server))
-            body = json.loads(text) if status < 400 else None
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return
+        body = None
+        for path in self.protocol.info_paths(server):
+            try:
+                status, text, _ = await self._probe_fetch("GET", server + path)
+                body = json.loads(text) if status < 400 else None
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                continue
+            if isinstance(body, dict):
+                break
         if not isinstance(body, dict):
             return
         served = self.protocol.served(body)

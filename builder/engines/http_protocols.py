@@ -34,8 +34,8 @@ class Native:
     def ready_paths(self, server: str) -> list[str]:
         return ["/ready", "/health"]
 
-    def info_path(self, server: str) -> str:
-        return "/model_info"
+    def info_paths(self, server: str) -> list[str]:
+        return ["/model_info", "/get_model_info"]  # sglang-router answers the second one only
 
     def served(self, body: dict[str, Any]) -> Served:
         keys = ("model_path", "served_model_name", "has_image_understanding", "model_type")
@@ -62,8 +62,8 @@ class Chat:
     def ready_paths(self, server: str) -> list[str]:
         return [v1(server, "/models")]
 
-    def info_path(self, server: str) -> str:
-        return v1(server, "/models")
+    def info_paths(self, server: str) -> list[str]:
+        return [v1(server, "/models")]
 
     def served(self, body: dict[str, Any]) -> Served:
         data = [d for d in body.get("data") or [] if isinstance(d, dict)]

@@ -45,6 +45,27 @@ def error_message(status: int, text: str) -> str:
     return text[:200]
 
 
+async def readiness(fetch: Fetch, server: str, paths: list[str]) -> str | None:
+    """None when the server answers the first of `paths` that it has, else why not (one line)."""
+    import aiohttp
+
+    last = "no answer"
+    for path in paths:
+        try:
+            status, text, _ = await fetch("GET", server + path, None)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            last = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                return last
+            continue
+        if status < 400:
+            return None
+        if status in (401, 403):
+            return f"HTTP {status} (check the API key): {error_message(status, text)}"
+        last = f"HTTP {status} on {path}"
+    return last
+
+
 async def _json(fetch: Fetch, method: str, url: str, body: Any = None) -> Any:
     try:
         status, text, _ = await fetch(method, url, body)
@@ -130,15 +151,32 @@ async def fit_context(fetch: Fetch, server: str, wire: Wire, request: Request, m
     return fitted
 
 
-async def tokenize_yes_no(fetch: Fetch, server: str, model: str) -> YesNoIds:
-    """The yes/no token ids from the server's `/tokenize` (empty when it has none)."""
+async def tokenize_yes_no(fetch: Fetch, server: str, model: str, native: bool = False) -> YesNoIds:
+    """The yes/no token ids from the server's `/tokenize`; on SGLang's native protocol, where that is missing
+    (sglang-router passes only `/generate` on), from the prompt tokens of a `/generate` that generates nothing.
+    Empty when neither tells."""
+    texts = [text for word in SPELLINGS.values() for text in word]  # never an empty prompt: it crashes SGLang
     tokenized: dict[str, list[int]] = {}
-    for word in SPELLINGS.values():
-        for text in word:
-            body = {"model": model, "prompt": text, "add_special_tokens": False}
-            answer = await _json(fetch, "POST", server + "/tokenize", body)
-            tokens = answer.get("tokens") if isinstance(answer, dict) else None
-            if tokens is None:
-                return YesNoIds((), ())
-            tokenized[text] = [int(t) for t in tokens if isinstance(t, int)]
+    for text in texts:
+        body = {"model": model, "prompt": text, "add_special_tokens": False}
+        answer = await _json(fetch, "POST", server + "/tokenize", body)
+        tokens = answer.get("tokens") if isinstance(answer, dict) else None
+        if tokens is None:
+            break
+        tokenized[text] = [int(t) for t in tokens if isinstance(t, int)]
+    else:
+        return ids_from_tokenized(tokenized)
+    if not native:
+        return YesNoIds((), ())
+    for text in texts:
+        body = {"text": text, "sampling_params": {"max_new_tokens": 0}, "return_logprob": True, "logprob_start_len": 0}
+        answer = await _json(fetch, "POST", server + "/generate", body)
+        meta = answer.get("meta_info") if isinstance(answer, dict) else None
+        entries = meta.get("input_token_logprobs") if isinstance(meta, dict) else None
+        if not entries:
+            return YesNoIds((), ())
+        tokenized[text] = [int(e[1]) for e in entries if isinstance(e, list) and len(e) > 1]
+    firsts = {tokens[0] for tokens in tokenized.values() if tokens}
+    if len(firsts) == 1:  # every spelling starts with the same token: the tokenizer's BOS, not part of the word
+        tokenized = {text: tokens[1:] for text, tokens in tokenized.items()}
     return ids_from_tokenized(tokenized)

@@ -149,3 +149,39 @@ def test_sglang_chat_scores_under_an_equal_bias_are_the_token_id_scores() -> Non
     assert math.isclose(expected.p_yes, (math.exp(-6.3517) + math.exp(-6.6087)) /
                         (math.exp(-6.3517) + math.exp(-6.6087) + math.exp(-6.3908)))
     assert json.dumps(body)  # serialisable as sent
+
+
+def test_yes_no_ids_from_generate_where_tokenize_is_missing() -> None:
+    """Behind sglang-router only `/generate` reaches SGLang: the ids come from the prompt tokens of a request
+    that generates nothing; a token every spelling starts with (a BOS) is not part of the word."""
+    vocab = {"yes": 463, " yes": 565, " no": 472}
+    seen = []
+
+    async def generate(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append(body)
+        assert body["text"] and body["sampling_params"]["max_new_tokens"] == 0  # an empty text crashes SGLang
+        ids = [1] + ([vocab[body["text"]]] if body["text"] in vocab else [7, 8])
+        return web.json_response({"text": "", "meta_info": {"input_token_logprobs": [[None, i, None] for i in ids]}})
+
+    async def go() -> HttpEngine:
+        app = web.Application()
+        app.router.add_post("/generate", generate)
+        app.router.add_get("/health", _ok)
+        server = TestServer(app)
+        await server.start_server()
+        engine = HttpEngine(servers=[str(server.make_url("")).rstrip("/")], api="http-sglang")
+        try:
+            await engine.start()
+            return engine
+        finally:
+            await engine.close()
+            await server.close()
+
+    engine = asyncio.run(go())
+    assert engine.wire.ids == YesNoIds((463, 565), (472,))
+    assert len(seen) == 12  # every spelling once
+
+
+async def _ok(request: web.Request) -> web.Response:
+    return web.json_response({})

@@ -171,3 +171,14 @@ def test_authoring_commands_against_real_sglang(sglang: SglangServer, tmp_path: 
     names = sorted(load_vocabulary(tmp_path / "vocab.yaml").names)
     assert names == ["bicycle", "car", "cat", "dog"]
     assert sorted(load_concept_sheet(tmp_path / "concepts.yaml").concepts) == names
+
+
+def test_a_model_sglang_does_not_serve_is_refused_before_any_request(sglang: SglangServer, tmp_path: Path) -> None:
+    from builder.errors import RunError
+
+    with pytest.raises(RunError) as err:
+        build(tmp_path, "wrong-model", ["engine.kind=http", "engine.api=openai", f"engine.servers=[{sglang.url}]",
+                                        "engine.model=my-model"])
+    print(f"\n[sglang wrong model] {err.value}", file=sys.stderr)
+    assert "'my-model'" in str(err.value) and "tiny-qwen" in str(err.value)
+    assert not (tmp_path / "wrong-model" / "index").exists()
