@@ -1,39 +1,26 @@
-"""Engine registry: names map to backend classes, imported only when chosen (heavy deps stay lazy)."""
+"""Engines by name: the kinds come from `recipe.kinds.ENGINES`; each class is imported only when chosen
+(heavy dependencies stay lazy), and `engine_from_spec` builds the one a recipe's engine section describes."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from builder.engines.base import Engine
 from builder.errors import UserError
-
-_REGISTRY: dict[str, str] = {
-    "simulated": "builder.engines.simulated:SimulatedEngine",
-    "http": "builder.engines.http:HttpEngine",
-    "transformers": "builder.engines.transformers_engine:TransformersEngine",
-    "sglang": "builder.engines.sglang_engine:SglangEngine",
-}
+from builder.recipe.kinds import ENGINES, Kind
 
 
-def register(name: str, target: str) -> None:
-    """Add a backend: `target` is 'module:Class'."""
-    _REGISTRY[name] = target
+def register(name: str, target: str, about: str = "", needs: tuple[str, ...] = (), extra: str | None = None) -> None:
+    """Add a backend: `target` is 'module:Class' (an `Engine`). A recipe may name it from then on."""
+    ENGINES.register(Kind(name, about or f"engine {target}", target, tuple(needs), extra))
 
 
 def available_engines() -> list[str]:
-    return sorted(_REGISTRY)
+    return ENGINES.names()
 
 
 def engine_class(name: str) -> type[Engine]:
-    if name not in _REGISTRY:
-        raise UserError(f"unknown engine {name!r}; choose one of: {', '.join(available_engines())}")
-    module_name, _, class_name = _REGISTRY[name].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(f"engine {name!r} is not available: {exc}") from exc
-    return getattr(module, class_name)
+    return ENGINES.load(name)
 
 
 def create_engine(name: str, **kwargs: Any) -> Engine:
