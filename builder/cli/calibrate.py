@@ -56,12 +56,13 @@ def calibrate(recipe: Path, dev: int, held_out: int | None, seed: int, rounds: i
       tagllm calibrate recipes/demo.yaml --dev 15 --held-out 10 --strategy yes-no --out /tmp/sheet.yaml \\
           --interactive
     """
+    from builder.workflows.calibrate import Settings
     from builder.workflows.calibrate import calibrate as run_calibrate
 
+    settings = Settings(dev=dev, held_out=held_out, seed=seed, rounds=rounds, worst=worst, tune=not no_tune,
+                        min_positives=min_positives, interactive=interactive, strategy=strategy,
+                        llm_engine=llm_engine, llm_model=llm_model, llm_servers=llm_servers, llm_api=llm_api,
+                        work_dir=work_dir)
     overrides = build_overrides(engine, model, servers, api, None, None, (), strategy, sets)
-    result = run_calibrate(recipe, dev=dev, held_out=held_out, seed=seed, rounds=rounds, out_sheet=out_sheet,
-                           overrides=overrides, llm_engine=llm_engine, llm_model=llm_model,
-                           llm_servers=llm_servers, llm_api=llm_api,
-                           worst=worst, tune_thresholds=not no_tune, min_positives=min_positives,
-                           interactive=interactive, work_dir=work_dir, echo=click.echo)
+    result = run_calibrate(recipe, settings, out_sheet, overrides=overrides, echo=click.echo)
     click.echo(result.summary())
