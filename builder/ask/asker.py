@@ -19,11 +19,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from builder.ask.cache import Entries, RequestCache, question_digest, replayed, row_key, stored
 from builder.engines.base import Engine, Request, Result
 from builder.method.answers import Answer
 from builder.prompts.constraints import ParseError
 from builder.prompts.scoring import NoScore
-from builder.ask.cache import Entries, RequestCache, question_digest, replayed, row_key, stored
 
 SAMPLED_TEMPERATURE = 0.7
 
@@ -40,12 +40,6 @@ class Asker:
         self.parse_retries = parse_retries
         self.engine_id = _engine_id(engine)
         self.counts: Counter[str] = Counter()
-
-    def show_reference(self, image: bytes, labels: list[str] | None) -> None:
-        """Hand a prepared image's human labels to a simulated engine (real engines have no such hook)."""
-        learn = getattr(self.engine, "learn_reference", None)
-        if learn is not None:
-            learn(image, labels)
 
     async def ask(self, requests: list[Request], parse: Callable[[Request, Result], Any]) -> list[Answer]:
         answers: list[Answer | None] = [None] * len(requests)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from builder.engines.base import Engine
+from builder.engines.references import MakeReferences, References
 from builder.errors import UserError
 from builder.recipe.kinds import ENGINES, Kind
 
@@ -27,10 +28,13 @@ def create_engine(name: str, **kwargs: Any) -> Engine:
     return engine_class(name)(**kwargs)
 
 
-def engine_from_spec(spec: Any, vocab: Any, kind: str | None = None) -> Engine:
+def engine_from_spec(spec: Any, vocab: Any, kind: str | None = None,
+                     references: References | MakeReferences | None = None) -> Engine:
     """Build the engine a recipe's `engine` section describes (`kind` overrides spec.kind).
 
-    Only the simulated engine takes the vocabulary (to read questions as a model would)."""
+    Only the simulated engine takes the vocabulary (to read questions as a model would) and
+    `references`, the human labels it answers from (by image digest, or a function making them
+    at its start: `engines.references.source_references`); a real engine never sees them."""
     kind = kind or spec.kind
     common = dict(model=spec.model, concurrency=spec.concurrency, timeout=spec.timeout, retries=spec.retries)
     if kind == "simulated":
@@ -39,7 +43,8 @@ def engine_from_spec(spec: Any, vocab: Any, kind: str | None = None) -> Engine:
         sim = spec.simulation.model_dump()
         sim.pop("allow_unlabeled", None)  # read by the build's preflight, not by the noise model
         extra = {k: sim.pop(k) for k in ("latency", "crash_every")}
-        return create_engine(kind, vocab=vocab, noise=NoiseModel(**sim), **extra, **spec.args, **common)
+        return create_engine(kind, vocab=vocab, noise=NoiseModel(**sim), references=references, **extra,
+                             **spec.args, **common)
     if kind == "http":
         return create_engine(kind, servers=list(spec.servers), api=spec.api, api_key_env=spec.api_key_env,
                              **spec.args, **common)

@@ -12,8 +12,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from builder.images.pool import decode_pool
 from builder.images import ImageProblem, sniff_extension
+from builder.images.pool import decode_pool
 from builder.method.answers import Answer, Ask
 from builder.method.context import TaggingContext
 from builder.records import Item, Record
@@ -57,7 +57,6 @@ class Strategy(ABC):
             return _fail(record, exc.reason, exc.detail)
         record.ext = prepared.ext or item.ext  # the real format, read in the decode thread
         record.width, record.height = prepared.width, prepared.height
-        self.asker.show_reference(prepared.data, item.reference)  # read by a simulated engine only
         outcome = await self._label(item, prepared.data)
         record.raw = [_raw(a) for a in outcome.answers]
         record.usage = _usage(outcome.answers)

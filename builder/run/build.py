@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import importlib.util
 import json
 import os
@@ -23,6 +24,7 @@ import yaml
 from builder import __version__
 from builder.publish.cost import cost_report
 from builder.engines.base import Engine
+from builder.engines.references import source_references
 from builder.engines.registry import engine_from_spec
 from builder.errors import RunError, UserError
 from builder.method import TaggingContext, make_strategy
@@ -126,7 +128,8 @@ class Builder:
         if self._engine is not None:
             return self._engine
         kind = choose_engine_kind(self.recipe.engine.kind)
-        return engine_from_spec(self.recipe.engine, self.loaded.vocab, kind)
+        return engine_from_spec(self.recipe.engine, self.loaded.vocab, kind,
+                                references=functools.partial(source_references, self.loaded))
 
     def digest(self) -> str:
         return self.loaded.digest() + f"-{self.recipe.output.samples_per_shard}"

@@ -14,6 +14,7 @@ has no duplicate and no missing record. The driver merges shard stats and writes
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections import deque
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.engines.base import Engine
+from builder.engines.references import source_references
 from builder.engines.registry import engine_from_spec
 from builder.errors import RunError, UserError
 from builder.method import TaggingContext, make_strategy
@@ -68,7 +70,8 @@ class ShardWorker:
             if self.ready is None:
                 recipe = self.loaded.recipe
                 spec = recipe.engine.model_copy(update={"servers": self.servers}) if self.servers else recipe.engine
-                engine = engine_from_spec(spec, self.loaded.vocab, choose_engine_kind(spec.kind))
+                engine = engine_from_spec(spec, self.loaded.vocab, choose_engine_kind(spec.kind),
+                                          references=functools.partial(source_references, self.loaded))
                 await engine.start()
                 source = open_source(recipe.source, self.loaded.vocab, self.loaded.base_dir)
                 cache = open_cache(self.out, f"worker-{self.slot:03d}")

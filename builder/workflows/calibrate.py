@@ -148,7 +148,7 @@ def calibrate(recipe: str | Path | LoadedRecipe, settings: Settings | None = Non
     TaggingContext(loaded)  # templates parse before anything runs
     say = echo or (lambda line: None)
     dev_items, held_items = dev_and_held_out(loaded, s.dev, s.held_out, s.seed, say)
-    engine, llm = calibration_engines(loaded, s, engine, llm)
+    engine, llm = calibration_engines(loaded, s, engine, llm, dev_items + held_items)
     if decide is None and s.interactive:
         decide = lambda proposal: prompt_decision(proposal, loaded)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="tagllm-calibrate-") as tmp:

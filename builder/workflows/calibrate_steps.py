@@ -18,6 +18,7 @@ from builder.analysis.split import split_dev_heldout
 from builder.ask.asker import Asker
 from builder.ask.cache import RequestCache
 from builder.engines.base import Engine, Request, Result
+from builder.engines.references import reference_labels
 from builder.errors import UserError
 from builder.method.base import TaggingContext
 from builder.method.calibration import (
@@ -124,16 +125,18 @@ def dev_and_held_out(loaded: LoadedRecipe, dev: int, held_out: int, seed: int,
     return [items[i] for i in d], [items[i] for i in h]
 
 
-def calibration_engines(loaded: LoadedRecipe, s: Settings, engine: Engine | None,
-                        llm: Engine | None) -> tuple[Engine, Engine]:
+def calibration_engines(loaded: LoadedRecipe, s: Settings, engine: Engine | None, llm: Engine | None,
+                        items: list[Item]) -> tuple[Engine, Engine]:
     """The tagging engine, and the calibration LLM: the tagging engine itself unless the settings name
-    another."""
+    another. A simulated tagging engine answers from the human labels of `items`."""
     from builder.engines.registry import engine_from_spec
     from builder.run.build import choose_engine_kind
 
     spec = loaded.recipe.engine
     if engine is None:
-        engine = engine_from_spec(spec, loaded.vocab, choose_engine_kind(spec.kind))
+        limits = (spec.max_pixels, loaded.recipe.output.max_image_pixels)  # as the strategy prepares images
+        engine = engine_from_spec(spec, loaded.vocab, choose_engine_kind(spec.kind),
+                                  references=lambda: reference_labels(items, *limits))
     if llm is not None:
         return engine, llm
     kind, model, servers, api = s.llm_engine, s.llm_model, list(s.llm_servers), s.llm_api

@@ -12,10 +12,11 @@ from click.testing import CliRunner
 from tinydata import SMALL_VOCAB
 
 from builder.analysis.evaluate import evaluate
-from builder.engines.simulated import NoiseModel, SimulatedModel
+from builder.engines.simulated import SIM_IDS, NoiseModel, SimulatedModel
 from builder.errors import UserError
 from builder.method.calibration import Decision, calibration_prompt, revision_request
 from builder.prompts.constraints import Constraint
+from builder.prompts.scoring import yes_probability
 from builder.publish import layout
 from builder.recipe.concepts import Concept, load_concept_sheet
 from builder.recipe.model import load_recipe
@@ -35,7 +36,9 @@ def yes_no_recipe(write_recipe):
 
 
 def ask(model: SimulatedModel, question: str, truth: list[str], image: bytes) -> float:
-    return model.answer(image, question, question, Constraint("yesno"), truth, True).yes_prob
+    """P(yes) of the model's answer, scored from its logprobs as the simulated engine scores them."""
+    answer = model.answer(image, question, question, Constraint("yesno"), truth, True)
+    return yes_probability(answer.extra["logprobs"], SIM_IDS).p_yes
 
 
 def test_sim_confuses_look_alikes_unless_warned():
@@ -168,14 +171,15 @@ def test_strategies_without_verification_cannot_calibrate(write_recipe):
 
 
 def test_a_rerun_with_the_same_work_folder_replays_every_answer(yes_no_recipe, tmp_path):
+    from builder.engines.references import source_references
     from builder.engines.registry import engine_from_spec
 
     loaded = load_recipe(yes_no_recipe)
     settings = Settings(dev=12, held_out=0, rounds=2, work_dir=tmp_path / "work")
-    first = engine_from_spec(loaded.recipe.engine, loaded.vocab)
+    first = engine_from_spec(loaded.recipe.engine, loaded.vocab, references=source_references(loaded))
     calibrate(loaded, settings, engine=first)
     assert first.calls > 0
-    again = engine_from_spec(loaded.recipe.engine, loaded.vocab)
+    again = engine_from_spec(loaded.recipe.engine, loaded.vocab, references=source_references(loaded))
     result = calibrate(loaded, settings, engine=again)
     assert again.calls == 0 and result.kept
 
