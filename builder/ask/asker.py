@@ -41,12 +41,6 @@ class Asker:
         self.engine_id = _engine_id(engine)
         self.counts: Counter[str] = Counter()
 
-    def show_reference(self, image: bytes, labels: list[str] | None) -> None:
-        """Hand a prepared image's human labels to a simulated engine (real engines have no such hook)."""
-        learn = getattr(self.engine, "learn_reference", None)
-        if learn is not None:
-            learn(image, labels)
-
     async def ask(self, requests: list[Request], parse: Callable[[Request, Result], Any]) -> list[Answer]:
         answers: list[Answer | None] = [None] * len(requests)
         rows, found = self._lookup(requests)

@@ -8,14 +8,15 @@ import click
 
 from builder.cli.common import handle_errors
 from builder.errors import UserError
+from builder.recipe.kinds import HTTP_APIS, model_engines
 
 
 def _engine_options(fn):
-    fn = click.option("--engine", type=click.Choice(["http", "sglang", "transformers"]),
+    fn = click.option("--engine", type=click.Choice(model_engines()),
                       help="Let a model propose the draft (default: a plain draft without a model).")(fn)
     fn = click.option("--model", help="Model id or local dir (sglang, transformers) or name (http).")(fn)
     fn = click.option("--server", "servers", multiple=True, help="http engine: server URL.")(fn)
-    fn = click.option("--api", type=click.Choice(["http-sglang", "openai", "vllm"]), default="openai",
+    fn = click.option("--api", type=click.Choice(HTTP_APIS.names()), default="openai",
                       show_default=True, help="http engine protocol.")(fn)
     fn = click.option("--engine-from", "engine_from", type=click.Path(dir_okay=False, path_type=Path),
                       help="Use the engine section of this recipe (instead of --engine/--model/--server).")(fn)

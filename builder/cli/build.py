@@ -7,19 +7,20 @@ from pathlib import Path
 import click
 
 from builder.cli.common import SIM_BANNER, build_overrides, handle_errors, print_summary
+from builder.recipe.kinds import FORMATS, HTTP_APIS, STRATEGIES, engine_choices
 
 
 @click.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--engine", type=click.Choice(["auto", "sglang", "http", "transformers", "simulated"]),
-              help="Backend (overrides engine.kind).")
+@click.option("--engine", type=click.Choice(engine_choices()),
+              help="Backend (overrides engine.kind; `tagllm engines` lists them).")
 @click.option("--model", help="Model id or local dir (overrides engine.model).")
 @click.option("--server", "servers", multiple=True, help="http engine: server URL (repeat to spread load).")
-@click.option("--api", type=click.Choice(["http-sglang", "openai", "vllm"]), help="http engine protocol.")
-@click.option("--strategy", type=click.Choice(["tagllm", "yes-no", "all-in-one", "open-ended"]))
+@click.option("--api", type=click.Choice(HTTP_APIS.names()), help="http engine protocol.")
+@click.option("--strategy", type=click.Choice(STRATEGIES.names()))
 @click.option("--limit", type=int, help="Tag at most N source items.")
 @click.option("--out", help="Output folder (overrides output.dir).")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["webdataset", "hf"]),
+@click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS.names()),
               help="Output format (repeatable).")
 @click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help="Override any recipe field.")
 @click.option("--overwrite", is_flag=True, help="Delete an earlier build in the output folder and start over.")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from builder.cli.common import build_overrides, handle_errors
+from builder.recipe.kinds import ENGINES, HTTP_APIS, STRATEGIES, engine_choices
 
 
 @click.command()
@@ -21,17 +22,17 @@ from builder.cli.common import build_overrides, handle_errors
 @click.option("--worst", type=int, default=5, show_default=True, help="Labels revised per round.")
 @click.option("--out", "out_sheet", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the calibrated concept sheet (YAML).")
-@click.option("--engine", type=click.Choice(["auto", "sglang", "http", "transformers", "simulated"]),
-              help="Tagging backend (overrides engine.kind).")
+@click.option("--engine", type=click.Choice(engine_choices()), help="Tagging backend (overrides engine.kind).")
 @click.option("--model", help="Tagging model (overrides engine.model).")
 @click.option("--server", "servers", multiple=True, help="Tagging http engine: server URL (repeatable).")
-@click.option("--api", type=click.Choice(["http-sglang", "openai", "vllm"]), help="Tagging http engine protocol.")
-@click.option("--strategy", type=click.Choice(["tagllm", "yes-no"]), help="Strategy run on the dev set.")
-@click.option("--llm-engine", type=click.Choice(["sglang", "http", "transformers", "simulated"]),
+@click.option("--api", type=click.Choice(HTTP_APIS.names()), help="Tagging http engine protocol.")
+@click.option("--strategy", type=click.Choice(STRATEGIES.names()),
+              help="Strategy run on the dev set (one whose yes/no questions use the concept sheet).")
+@click.option("--llm-engine", type=click.Choice(ENGINES.names()),
               help="Engine of the LLM that revises entries (default: the tagging engine).")
 @click.option("--llm-model", help="Model of that LLM.")
 @click.option("--llm-server", "llm_servers", multiple=True, help="http: server URL of that LLM (repeatable).")
-@click.option("--llm-api", type=click.Choice(["http-sglang", "openai", "vllm"]), help="http: protocol of that LLM.")
+@click.option("--llm-api", type=click.Choice(HTTP_APIS.names()), help="http: protocol of that LLM.")
 @click.option("--no-tune", is_flag=True, help="Do not tune per-label thresholds on the dev set.")
 @click.option("--min-positives", type=int, default=3, show_default=True,
               help="Tune a label's threshold only with at least this many dev positives.")
@@ -55,12 +56,13 @@ def calibrate(recipe: Path, dev: int, held_out: int | None, seed: int, rounds: i
       tagllm calibrate recipes/demo.yaml --dev 15 --held-out 10 --strategy yes-no --out /tmp/sheet.yaml \\
           --interactive
     """
+    from builder.workflows.calibrate import Settings
     from builder.workflows.calibrate import calibrate as run_calibrate
 
+    settings = Settings(dev=dev, held_out=held_out, seed=seed, rounds=rounds, worst=worst, tune=not no_tune,
+                        min_positives=min_positives, interactive=interactive, strategy=strategy,
+                        llm_engine=llm_engine, llm_model=llm_model, llm_servers=llm_servers, llm_api=llm_api,
+                        work_dir=work_dir)
     overrides = build_overrides(engine, model, servers, api, None, None, (), strategy, sets)
-    result = run_calibrate(recipe, dev=dev, held_out=held_out, seed=seed, rounds=rounds, out_sheet=out_sheet,
-                           overrides=overrides, llm_engine=llm_engine, llm_model=llm_model,
-                           llm_servers=llm_servers, llm_api=llm_api,
-                           worst=worst, tune_thresholds=not no_tune, min_positives=min_positives,
-                           interactive=interactive, work_dir=work_dir, echo=click.echo)
+    result = run_calibrate(recipe, settings, out_sheet, overrides=overrides, echo=click.echo)
     click.echo(result.summary())

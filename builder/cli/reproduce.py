@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from builder.cli.common import SIM_BANNER, handle_errors, need
+from builder.recipe.kinds import engine_choices
 
 
 @click.command()
@@ -16,7 +17,7 @@ from builder.cli.common import SIM_BANNER, handle_errors, need
 @click.option("--recipes", type=click.Path(file_okay=False, path_type=Path), default=Path("recipes"),
               show_default=True, help="Folder with the gallery recipes.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Default out/reproduce-DATASET.")
-@click.option("--engine", type=click.Choice(["auto", "sglang", "http", "transformers", "simulated"]))
+@click.option("--engine", type=click.Choice(engine_choices()), help="Backend of both builds (see `tagllm engines`).")
 @click.option("--model", help="Model id or local dir (default: the recipe's, Qwen/Qwen2.5-VL-7B-Instruct).")
 @click.option("--baseline", type=click.Choice(["all-in-one", "yes-no"]), default="all-in-one", show_default=True)
 @click.option("--limit", type=int, help="Label at most N train images.")

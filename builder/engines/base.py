@@ -39,7 +39,9 @@ class Request:
     top_p: float = 1.0
     top_k: int = -1  # -1: no top-k cut
     repetition_penalty: float = 1.0
-    tag: str = ""  # what the request is for (e.g. "stage1:vehicle"), for logs and stats
+    # What it asks, kind first ("subset:vehicle:0", "verify:dog", "open"): named in raw answers and
+    # errors; the kind (before the first colon) picks the request's cache row.
+    tag: str = ""
 
     def about(self, image: bytes | None) -> Request:
         """The same question about another image: questions are built once, then sent per image."""

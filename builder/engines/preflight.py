@@ -6,17 +6,16 @@ Without them a missing GPU, package or model ends minutes later (Hub HEAD retrie
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
 from builder.errors import UserError
+from builder.recipe.kinds import ENGINES
 
 HUB = "https://huggingface.co"
-PACKAGES = {"sglang": ("sglang", "torch"), "transformers": ("transformers", "torch")}
-EXTRA = {"sglang": "sglang", "transformers": "hf"}
+IN_PROCESS = ("sglang", "transformers")  # engines that load the model here: packages and weights are checked
 
 
 def _truthy(value: str | None) -> bool:
@@ -65,10 +64,11 @@ def check_model(model: str | None, kind: str) -> None:
 
 
 def check_packages(kind: str) -> None:
-    missing = [p for p in PACKAGES.get(kind, ()) if importlib.util.find_spec(p) is None]
+    """The packages the engine kind needs (as its registry entry lists them), found without importing them."""
+    entry = ENGINES.get(kind)
+    missing = entry.missing()
     if missing:
-        raise UserError(f"engine {kind!r} needs {', '.join(missing)}: pip install -e '.[{EXTRA[kind]}]' "
-                        "(from a checkout)")
+        raise UserError(f"engine {kind!r} needs {', '.join(missing)}: {entry.install_hint()}")
 
 
 def check_gpu(kind: str, device: str | None = None) -> None:
@@ -104,7 +104,7 @@ def check_engine(kind: str, model: str | None, servers: list[str] | None = None,
     """Everything one engine kind needs, checked locally and quickly; raises UserError."""
     if kind == "http":
         check_servers(list(servers or []), api_key_env)
-    elif kind in PACKAGES:
+    elif kind in IN_PROCESS:
         check_packages(kind)
         if kind == "sglang":
             check_gpu(kind, (args or {}).get("device"))

@@ -1,4 +1,5 @@
-"""Engine registry: names map to backend classes, imported only when chosen (heavy deps stay lazy)."""
+"""Engines by name: the kinds come from `recipe.kinds.ENGINES`; each class is imported only when chosen
+(heavy dependencies stay lazy), and `engine_from_spec` builds the one a recipe's engine section describes."""
 
 from __future__ import annotations
 
@@ -7,44 +8,35 @@ import importlib.util
 from typing import Any
 
 from builder.engines.base import Engine
+from builder.engines.references import MakeReferences, References
 from builder.errors import UserError
-
-_REGISTRY: dict[str, str] = {
-    "simulated": "builder.engines.simulated:SimulatedEngine",
-    "http": "builder.engines.http:HttpEngine",
-    "transformers": "builder.engines.transformers_engine:TransformersEngine",
-    "sglang": "builder.engines.sglang_engine:SglangEngine",
-}
+from builder.recipe.kinds import ENGINES, Kind
 
 
-def register(name: str, target: str) -> None:
-    """Add a backend: `target` is 'module:Class'."""
-    _REGISTRY[name] = target
+def register(name: str, target: str, about: str = "", needs: tuple[str, ...] = (), extra: str | None = None) -> None:
+    """Add a backend: `target` is 'module:Class' (an `Engine`). A recipe may name it from then on."""
+    ENGINES.register(Kind(name, about or f"engine {target}", target, tuple(needs), extra))
 
 
 def available_engines() -> list[str]:
-    return sorted(_REGISTRY)
+    return ENGINES.names()
 
 
 def engine_class(name: str) -> type[Engine]:
-    if name not in _REGISTRY:
-        raise UserError(f"unknown engine {name!r}; choose one of: {', '.join(available_engines())}")
-    module_name, _, class_name = _REGISTRY[name].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(f"engine {name!r} is not available: {exc}") from exc
-    return getattr(module, class_name)
+    return ENGINES.load(name)
 
 
 def create_engine(name: str, **kwargs: Any) -> Engine:
     return engine_class(name)(**kwargs)
 
 
-def engine_from_spec(spec: Any, vocab: Any, kind: str | None = None) -> Engine:
+def engine_from_spec(spec: Any, vocab: Any, kind: str | None = None,
+                     references: References | MakeReferences | None = None) -> Engine:
     """Build the engine a recipe's `engine` section describes (`kind` overrides spec.kind).
 
-    Only the simulated engine takes the vocabulary (to read questions as a model would)."""
+    Only the simulated engine takes the vocabulary (to read questions as a model would) and
+    `references`, the human labels it answers from (by image digest, or a function making them
+    at its start: `engines.references.source_references`); a real engine never sees them."""
     kind = kind or spec.kind
     common = dict(model=spec.model, concurrency=spec.concurrency, timeout=spec.timeout, retries=spec.retries)
     if kind == "simulated":
@@ -53,7 +45,8 @@ def engine_from_spec(spec: Any, vocab: Any, kind: str | None = None) -> Engine:
         sim = spec.simulation.model_dump()
         sim.pop("allow_unlabeled", None)  # read by the build's preflight, not by the noise model
         extra = {k: sim.pop(k) for k in ("latency", "crash_every")}
-        return create_engine(kind, vocab=vocab, noise=NoiseModel(**sim), **extra, **spec.args, **common)
+        return create_engine(kind, vocab=vocab, noise=NoiseModel(**sim), references=references, **extra,
+                             **spec.args, **common)
     if kind == "http":
         return create_engine(kind, servers=list(spec.servers), api=spec.api, api_key_env=spec.api_key_env,
                              **spec.args, **common)
@@ -81,9 +74,9 @@ def choose_engine_kind(kind: str) -> str:
     )
 
 
-def open_engine(spec: Any, vocab: Any) -> Engine:
+def open_engine(spec: Any, vocab: Any, references: References | MakeReferences | None = None) -> Engine:
     """The engine a recipe's `engine` section names, with 'auto' resolved first (not started yet)."""
-    return engine_from_spec(spec, vocab, choose_engine_kind(spec.kind))
+    return engine_from_spec(spec, vocab, choose_engine_kind(spec.kind), references=references)
 
 
 def check_engine_spec(spec: Any) -> None:

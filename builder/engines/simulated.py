@@ -11,7 +11,9 @@ How it answers, by constraint:
   option of the same group is added (`confusion_rate`, or `false_positive_rate` in a group with
   nothing present). A request with a seed (stage-1 ensemble variants > 0) draws its own noise, so
   ensembling unites genuinely different answers; without a seed the draw is the same as ever.
-- yesno (stage 2): the truth, flipped with `flip_rate`, scored P(yes) from a seeded margin.
+- yesno (stage 2): the truth, flipped with `flip_rate`, with P(yes) from a seeded margin. The model
+  answers with the yes/no token logprobs of that P(yes) (its own token ids `YES_ID` / `NO_ID`), and
+  the engine scores them with `prompts.scoring.yes_probability`, the function every engine uses.
   On top of that sits a deliberately simple **model of disambiguation**, so concept calibration
   can be exercised end to end: when the asked label is absent but another label of its group is
   present (a "look-alike"), the sim says yes with `verify_confusion_rate` and a less confident
@@ -39,12 +41,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from builder.engines.base import Engine, EngineDied, Request, Result
+from builder.engines.references import MakeReferences, References
 from builder.images import image_digest
 from builder.prompts.constraints import Constraint, format_subset
+from builder.prompts.scoring import YesNoIds, logprobs_for, yes_probability
 from builder.recipe.vocab import Vocabulary, normalize_word
 
-MAX_REFERENCES = 200_000  # images whose labels the engine keeps (far more than are ever in flight)
 IMAGE_TOKENS = 256  # what a typical VLM spends on one image; token counts here are estimates
+YES_ID, NO_ID = 9891, 2152  # the simulated tokenizer's "yes" and "no" (serve-sim answers with them too)
+SIM_IDS = YesNoIds((YES_ID,), (NO_ID,))
 
 
 @dataclass
@@ -155,11 +160,9 @@ class SimulatedModel:
                     says_yes = True  # taken in by a look-alike: a yes, but a less sure one
                     margin = abs(confuse.gauss(n.score_sharpness / 4, n.score_sharpness / 6)) + 0.1
             logit = margin if says_yes else -margin
-            p_yes = 1.0 / (1.0 + math.exp(-logit))
             result.text = "yes" if says_yes else "no"
-            if want_logprobs:
-                result.yes_prob = p_yes
-                result.extra["logprobs"] = {"yes": math.log(p_yes), "no": math.log(1 - p_yes)}
+            if want_logprobs:  # what a model's first token gives: logprobs, not a score
+                result.extra["logprobs"] = logprobs_for(1.0 / (1.0 + math.exp(-logit)), SIM_IDS)
         elif constraint.kind == "json_schema":
             result.text = json.dumps(self._schema_answer(constraint.schema, question))
         else:  # free text: name the present objects, sometimes with a synonym
@@ -264,11 +267,16 @@ def last_question(request: Request) -> str:
 
 
 class SimulatedEngine(Engine):
+    """The in-process simulated backend. `references` (image digest -> human labels, see
+    `engines.references`) is what it answers from: a table, or a function that makes it, called once
+    at the first `start`. An image it has no labels for is answered as an unlabeled one."""
+
     name = "simulated"
     simulated = True
 
     def __init__(self, vocab: Vocabulary | None = None, noise: NoiseModel | None = None,
-                 latency: float = 0.0, crash_every: int = 0, journal: str | None = None, **kwargs):
+                 references: References | MakeReferences | None = None, latency: float = 0.0, crash_every: int = 0,
+                 journal: str | None = None, **kwargs):
         kwargs.setdefault("model", "simulated")
         super().__init__(**kwargs)
         self.sim = SimulatedModel(vocab, noise)
@@ -276,23 +284,17 @@ class SimulatedEngine(Engine):
         self.crash_every = crash_every  # for tests of engine restarts: die after this many requests
         self._served = 0
         self.dead = False
-        # Human labels by digest of the prepared image, handed over by the run (`learn_reference`):
-        # they reach this engine only, never a real engine's request. Bounded: images in flight.
-        self.references: OrderedDict[str, list[str] | None] = OrderedDict()
+        self._make_references = references if callable(references) else None
+        self.references: References = {} if callable(references) else (references or {})
         # For tests that count sends across killed runs: one line per answered request.
         self.journal = open(journal, "a", buffering=1) if journal else None
 
     async def start(self) -> None:
         self.dead = False
         self._served = 0
-
-    def learn_reference(self, image: bytes, labels: list[str] | None) -> None:
-        """The human labels of one prepared image (what this engine answers from)."""
-        key = image_digest(image)
-        self.references[key] = labels
-        self.references.move_to_end(key)
-        while len(self.references) > MAX_REFERENCES:
-            self.references.popitem(last=False)
+        if self._make_references is not None:  # once: a restart keeps the table
+            make, self._make_references = self._make_references, None
+            self.references = await asyncio.to_thread(make)
 
     def describe(self) -> dict:
         info = super().describe()
@@ -310,6 +312,10 @@ class SimulatedEngine(Engine):
         reference = self.references.get(image_digest(request.image or b""))
         result = self.sim.answer(request.image, request.prompt_text(), last_question(request),
                                  request.constraint, reference, request.logprobs, seed=request.seed)
+        logprobs = result.extra.pop("logprobs", None)
+        if logprobs is not None:  # scored as every engine scores the logprobs its model returned
+            score = yes_probability(logprobs, SIM_IDS)
+            result.yes_prob = score.p_yes if score is not None else None
         if self.journal is not None:
             ident = hashlib.sha256((request.image or b"") + request.prompt_text().encode()
                                    + request.constraint.key().encode() + str(request.seed).encode()).hexdigest()

@@ -1,6 +1,6 @@
 """Tagging strategies: turn one prepared image into one record through engine requests."""
 
 from builder.method.base import Strategy, TaggingContext
-from builder.method.strategies import STRATEGIES, make_strategy
+from builder.method.strategies import make_strategy
 
-__all__ = ["STRATEGIES", "Strategy", "TaggingContext", "make_strategy"]
+__all__ = ["Strategy", "TaggingContext", "make_strategy"]

@@ -31,7 +31,3 @@ class Ask(Protocol):
     async def ask(self, requests: list[Request], parse: Callable[[Request, Result], Any]) -> list[Answer]:
         """One answer per request, in order, parsed by `parse` (or failed with a reason)."""
         ...
-
-    def show_reference(self, image: bytes, labels: list[str] | None) -> None:
-        """The human labels of a prepared image, for a simulated engine only (real ones ignore it)."""
-        ...

@@ -20,6 +20,7 @@ from builder.errors import UserError
 from builder.prompts.constraints import Constraint, json_answer
 from builder.recipe.authoring import group_labels
 from builder.recipe.concepts import Concept, ConceptSheet
+from builder.recipe.kinds import model_engines
 from builder.recipe.model import EngineSpec
 from builder.recipe.vocab import Group, Label, Vocabulary, format_validation_error, read_yaml
 
@@ -66,8 +67,8 @@ def drafting_engine(vocab: Vocabulary, recipe: Path | None = None, **options: An
             raise UserError(format_validation_error(f"{recipe}: engine", exc, EngineSpec)) from exc
     else:
         spec = EngineSpec(**{k: v for k, v in options.items() if v is not None})
-    if spec.kind in ("auto", "simulated"):
-        raise UserError(f"engine {spec.kind!r} cannot draft text: choose http, sglang or transformers")
+    if spec.kind not in model_engines():
+        raise UserError(f"engine {spec.kind!r} cannot draft text: choose one of {', '.join(model_engines())}")
     return engine_from_spec(spec, vocab)
 
 

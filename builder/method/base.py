@@ -57,7 +57,6 @@ class Strategy(ABC):
             return _fail(record, exc.reason, exc.detail)
         record.ext = prepared.ext or item.ext  # the real format, read in the decode thread
         record.width, record.height = prepared.width, prepared.height
-        self.asker.show_reference(prepared.data, item.reference)  # read by a simulated engine only
         outcome = await self._label(item, prepared.data)
         record.raw = [_raw(a) for a in outcome.answers]
         record.usage = _usage(outcome.answers)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 
 from builder.engines.base import Request
-from builder.errors import UserError
 from builder.method.answers import Ask
 from builder.method.base import Outcome, Strategy
 from builder.method.candidates import generate_candidates, parse_subset_answer, subset_request
@@ -20,6 +19,7 @@ from builder.method.context import TaggingContext
 from builder.method.verify import verify_labels
 from builder.prompts.constraints import Constraint
 from builder.prompts.render import chat
+from builder.recipe.kinds import STRATEGIES
 from builder.records import Item
 
 
@@ -113,10 +113,6 @@ class OpenEnded(Strategy):
         return outcome
 
 
-STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (TagLLM, YesNo, AllInOne, OpenEnded)}
-
-
 def make_strategy(name: str, ctx: TaggingContext, asker: Ask, simulated: bool) -> Strategy:
-    if name not in STRATEGIES:
-        raise UserError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
-    return STRATEGIES[name](ctx, asker, simulated)
+    """The strategy registered as `name` in `recipe.kinds.STRATEGIES`."""
+    return STRATEGIES.load(name)(ctx, asker, simulated)

@@ -1,8 +1,10 @@
 """The stage-2 score: P(yes) from the logprobs of the first answer token, the same way for every engine.
 
-Every backend turns what its server returned into `{token_id: logprob}` and calls `yes_probability`;
-nothing else computes the score. The yes/no token ids come from `yes_no_token_ids` (an in-process
-tokenizer) or from a server's `/tokenize` (`spellings` lists what to ask it for).
+Every backend, the simulated one included, turns what its model returned into `{token_id: logprob}`
+and calls `yes_probability`; nothing else turns logprobs into a score. The yes/no token ids come from
+`yes_no_token_ids` (an in-process tokenizer), from a server's `/tokenize` (`SPELLINGS` lists what to
+ask it for), or are the simulated tokenizer's own (`engines.simulated.SIM_IDS`, whose logprobs
+`logprobs_for` chooses).
 
 When a server returns token *texts* only (hosted OpenAI-compatible APIs), `by_word` maps them onto
 two stand-in ids so the same function applies. When only one side (yes or no) is among the top
@@ -13,7 +15,7 @@ bound, and the result says it is bounded.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +68,37 @@ def yes_probability(logprobs: Mapping[int, float | None], ids: YesNoIds,
         bounded = True
         p_yes, p_no = (p_yes or math.exp(floor)), (p_no or math.exp(floor))
     return Score(p_yes / (p_yes + p_no), bounded)
+
+
+def logprobs_for(p_yes: float, ids: YesNoIds) -> dict[int, float]:
+    """First-token logprobs {ids.yes[0]: ~log p, ids.no[0]: ~log(1 - p)} that `yes_probability` scores as
+    exactly `p_yes`, 0 < p_yes < 1 (what a simulated model answers).
+
+    Plain log p and log(1 - p) score within a unit in the last place of p; a nudge of a few units in
+    the last place of each logprob makes the score exact, so a simulated P(yes) survives the one
+    scoring path bit for bit.
+    """
+    yes, no = ids.yes[0], ids.no[0]
+    for lp_yes in _units_around(math.log(p_yes), 3):
+        mass = math.exp(lp_yes)
+        for total in _units_around(mass / p_yes, 2):
+            if total <= mass:
+                continue
+            for lp_no in _units_around(math.log(total - mass), 1):
+                score = yes_probability({yes: lp_yes, no: lp_no}, ids)
+                if score is not None and score.p_yes == p_yes:
+                    return {yes: lp_yes, no: lp_no}
+    return {yes: math.log(p_yes), no: math.log1p(-p_yes)}  # never seen in 300k draws: within one unit
+
+
+def _units_around(x: float, n: int) -> Iterator[float]:
+    """x, then the floats 1, 2, ... n units in the last place below and above it."""
+    yield x
+    below = above = x
+    for _ in range(n):
+        below, above = math.nextafter(below, -math.inf), math.nextafter(above, math.inf)
+        yield below
+        yield above
 
 
 def answer_word(token: Any) -> str:

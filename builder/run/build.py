@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import yaml
 from builder import __version__
 from builder.ask.cache_files import merge_caches, open_cache
 from builder.engines.base import Engine
+from builder.engines.references import source_references
 from builder.engines.registry import choose_engine_kind, open_engine  # noqa: F401 - choose_engine_kind: re-exported
 from builder.errors import RunError, UserError
 from builder.method import TaggingContext
@@ -114,7 +116,8 @@ class Builder:
         if self.checked is None:
             digest = self.digest()
             ctx = TaggingContext(self.loaded)
-            engine = self._engine or open_engine(self.recipe.engine, self.loaded.vocab)
+            engine = self._engine or open_engine(self.recipe.engine, self.loaded.vocab,
+                                                 references=functools.partial(source_references, self.loaded))
             source = open_source(self.recipe.source, self.loaded.vocab, self.loaded.base_dir)
             earlier = _check_out(self.out, digest, self.overwrite, self.adopt, self.loaded)
             first = preflight.peek(source)

@@ -14,6 +14,7 @@ has no duplicate and no missing record. The driver merges shard stats and writes
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections import deque
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.ask.cache_files import open_cache
+from builder.engines.references import source_references
 from builder.engines.registry import open_engine
 from builder.errors import RunError, UserError
 from builder.method import TaggingContext
@@ -66,7 +68,8 @@ class ShardWorker:
             if self.ready is None:
                 recipe = self.loaded.recipe
                 spec = recipe.engine.model_copy(update={"servers": self.servers}) if self.servers else recipe.engine
-                engine = open_engine(spec, self.loaded.vocab)
+                references = functools.partial(source_references, self.loaded)
+                engine = open_engine(spec, self.loaded.vocab, references=references)
                 await engine.start()
                 cache = open_cache(self.out, f"worker-{self.slot:03d}")
                 tagging = Tagging.open(self.loaded, self.out, engine, cache, TaggingContext(self.loaded),

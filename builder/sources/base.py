@@ -17,7 +17,6 @@ default walks the stream from the start (correct, but it reads every earlier ite
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from itertools import islice
@@ -25,22 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.errors import UserError
+from builder.recipe.kinds import SOURCES
 from builder.records import Item
 
 if TYPE_CHECKING:
     from builder.recipe.model import SourceSpec
     from builder.recipe.vocab import Vocabulary
-
-_READERS = {
-    "folder": "builder.sources.folder:FolderSource",
-    "hf": "builder.sources.hf:HFSource",
-    "webdataset": "builder.sources.webdataset:WebDatasetSource",
-    "coco": "builder.sources.coco:CocoSource",
-    "voc": "builder.sources.voc:VocSource",
-    "nuswide": "builder.sources.nuswide:NusWideSource",
-    "openimages": "builder.sources.openimages:OpenImagesSource",
-}
-
 
 class Source(ABC):
     """Base class: owns the limit and the label mapping; a reader fills in `_items`."""
@@ -143,9 +132,5 @@ def require_file(path: Path, setting: str = "source.annotations") -> Path:
 
 
 def open_source(spec: SourceSpec, vocab: Vocabulary, base_dir: Path) -> Source:
-    module_name, _, cls_name = _READERS[spec.kind].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:  # pragma: no cover - only when an optional dependency is missing
-        raise UserError(f"source kind {spec.kind!r} is not available: {exc}") from exc
-    return getattr(module, cls_name)(spec, vocab, base_dir)
+    """The reader of `spec.kind` (its class is named in `recipe.kinds.SOURCES`, imported only now)."""
+    return SOURCES.load(spec.kind)(spec, vocab, base_dir)

@@ -49,23 +49,14 @@ from builder.method.calibration import (
 from builder.recipe.concepts import Concept, ConceptSheet
 from builder.recipe.model import LoadedRecipe, load_recipe
 from builder.records import Item
-from builder.workflows.calibrate_steps import Calibrator, DevRun, dev_and_held_out, prompt_decision
-
-METRIC_KEYS = ("CF1", "OF1", "CP", "CR", "mAP")
-
-
-@dataclass
-class Settings:
-    """What a calibration was asked to do (recorded in the provenance)."""
-
-    dev: int = 200
-    held_out: int = 200
-    seed: int = 0
-    rounds: int = 2
-    worst: int = 5
-    tune: bool = True
-    min_positives: int = 3
-    interactive: bool = False
+from builder.workflows.calibrate_steps import (
+    Calibrator,
+    DevRun,
+    Settings,
+    calibration_engines,
+    dev_and_held_out,
+    prompt_decision,
+)
 
 
 @dataclass
@@ -135,74 +126,44 @@ def _cells(m: dict[str, Any] | None) -> str:
     return " ".join(f"{k} {m[k]:.3f}" for k in ("CF1", "OF1", "mAP") if m.get(k) is not None)
 
 
-def calibrate(recipe: str | Path | LoadedRecipe, dev: int = 200, rounds: int = 2,
-              out_sheet: str | Path | None = None, *, held_out: int | None = None, seed: int = 0,
-              overrides: list[str] | None = None, engine: Engine | None = None, llm: Engine | None = None,
-              llm_engine: str | None = None, llm_model: str | None = None,
-              llm_servers: list[str] | tuple[str, ...] = (), llm_api: str | None = None,
-              strategy: str | None = None, worst: int = 5, tune_thresholds: bool = True, min_positives: int = 3,
-              interactive: bool = False, decide: Decide | None = None, work_dir: str | Path | None = None,
+def calibrate(recipe: str | Path | LoadedRecipe, settings: Settings | None = None,
+              out_sheet: str | Path | None = None, *, overrides: list[str] | None = None,
+              engine: Engine | None = None, llm: Engine | None = None, decide: Decide | None = None,
               echo: Callable[[str], None] | None = None) -> CalibrationResult:
-    """Calibrate the recipe's concept sheet; see the module doc.
+    """Calibrate the recipe's concept sheet as `settings` say (see the module doc and `Settings`).
 
-    `held_out` defaults to `dev` (0: no held-out part, every figure in-sample). `engine` / `llm`:
-    ready engines (else built from the recipe; the LLM from `llm_engine`, `llm_model`,
-    `llm_servers`, `llm_api`, defaulting to the tagging engine). `interactive` asks on the terminal
-    about each proposal; `decide` replaces that prompt. `work_dir` keeps the request cache so a
-    rerun replays every answer already given.
+    `engine` / `llm`: ready engines (else built from the recipe and the settings' LLM choice).
+    `decide` replaces the terminal prompt of `settings.interactive`. `echo` prints progress lines.
     """
     loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe, overrides or [])
-    name = strategy or loaded.recipe.tagging.strategy
+    s = settings or Settings()
+    name = s.strategy or loaded.recipe.tagging.strategy
     if name not in SHEET_STRATEGIES:
         raise UserError(f"strategy {name!r} does not use the concept sheet; calibrate with one of: "
                         f"{', '.join(SHEET_STRATEGIES)} (--strategy)")
-    if rounds < 1 or worst < 1:
+    if s.rounds < 1 or s.worst < 1:
         raise UserError("--rounds and --worst must be at least 1")
-    settings = Settings(dev, dev if held_out is None else held_out, seed, rounds, worst, tune_thresholds,
-                        min_positives, interactive or decide is not None)
+    s = dataclasses.replace(s, held_out=s.dev if s.held_out is None else s.held_out,
+                            interactive=s.interactive or decide is not None)
     TaggingContext(loaded)  # templates parse before anything runs
     say = echo or (lambda line: None)
-    dev_items, held_items = dev_and_held_out(loaded, settings.dev, settings.held_out, seed, say)
-    engine, llm = _engines(loaded, engine, llm_engine, llm_model, list(llm_servers), llm_api, llm)
-    if decide is None and interactive:
+    dev_items, held_items = dev_and_held_out(loaded, s.dev, s.held_out, s.seed, say)
+    engine, llm = calibration_engines(loaded, s, engine, llm, dev_items + held_items)
+    if decide is None and s.interactive:
         decide = lambda proposal: prompt_decision(proposal, loaded)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="tagllm-calibrate-") as tmp:
-        cache = RequestCache(Path(work_dir or tmp) / "calibrate-cache.sqlite")
+        cache = RequestCache(Path(s.work_dir or tmp) / "calibrate-cache.sqlite")
         try:
             cal = Calibrator(loaded, engine, llm, cache, name, say)
-            result = asyncio.run(_with_engines(cal, _workflow(cal, dev_items, held_items, settings, decide)))
+            result = asyncio.run(_with_engines(cal, _workflow(cal, dev_items, held_items, s, decide)))
         finally:
             cache.close()
-    result.sheet.provenance = {**_describe_run(loaded, name, engine, llm, settings), **result.sheet.provenance}
+    result.sheet.provenance = {**_describe_run(loaded, name, engine, llm, s), **result.sheet.provenance}
     if out_sheet is not None:
         result.path = Path(out_sheet)
         result.path.parent.mkdir(parents=True, exist_ok=True)
         result.sheet.save(result.path)
     return result
-
-
-def _engines(loaded: LoadedRecipe, engine: Engine | None, kind: str | None, model: str | None,
-             servers: list[str], api: str | None, llm: Engine | None) -> tuple[Engine, Engine]:
-    """The tagging engine, and the calibration LLM: the tagging engine itself unless another is named."""
-    from builder.engines.registry import engine_from_spec
-    from builder.run.build import choose_engine_kind
-
-    spec = loaded.recipe.engine
-    if engine is None:
-        engine = engine_from_spec(spec, loaded.vocab, choose_engine_kind(spec.kind))
-    if llm is not None:
-        return engine, llm
-    if (kind is None or kind == engine.name) and model in (None, engine.model) and not servers and api is None:
-        return engine, engine
-    kind = kind or engine.name
-    update: dict[str, Any] = {"kind": kind, "model": model or (spec.model if kind == spec.kind else None)}
-    if kind != spec.kind:
-        update["args"] = {}
-    if servers:
-        update["servers"] = list(servers)
-    if api is not None:
-        update["api"] = api
-    return engine, engine_from_spec(spec.model_copy(update=update), loaded.vocab, kind)
 
 
 async def _with_engines(cal: Calibrator, work: Any) -> CalibrationResult:

@@ -1,5 +1,6 @@
-"""The pieces `run/calibrate.py` composes: the labeled items and their split, one strategy pass over a
-set of images (`Calibrator.measure`), and the LLM's proposals (`Calibrator.propose`)."""
+"""The pieces `workflows/calibrate.py` composes: its settings, the labeled items and their split, the
+engines, one strategy pass over a set of images (`Calibrator.measure`), and the LLM's proposals
+(`Calibrator.propose`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ from builder.analysis.split import split_dev_heldout
 from builder.ask.asker import Asker
 from builder.ask.cache import RequestCache
 from builder.engines.base import Engine, Request, Result
+from builder.engines.references import reference_labels
 from builder.errors import UserError
 from builder.method.base import TaggingContext
 from builder.method.calibration import (
@@ -32,6 +35,26 @@ from builder.recipe.concepts import Concept, ConceptSheet
 from builder.recipe.model import LoadedRecipe
 from builder.recipe.vocab import Vocabulary
 from builder.records import Item, Record
+
+
+@dataclass
+class Settings:
+    """What a calibration is asked to do (the split and the rounds are recorded in the provenance)."""
+
+    dev: int = 200  # images the decisions are made on
+    held_out: int | None = None  # images only measured: None as many as dev, 0 none (every figure in-sample)
+    seed: int = 0  # of the dev / held-out split
+    rounds: int = 2
+    worst: int = 5  # labels revised per round
+    tune: bool = True  # tune per-label thresholds on the dev scores
+    min_positives: int = 3  # dev positives a label needs before its threshold is tuned
+    interactive: bool = False  # ask on the terminal about each proposal
+    strategy: str | None = None  # run on the dev set; None: the recipe's
+    llm_engine: str | None = None  # the LLM that revises entries; all four None: the tagging engine
+    llm_model: str | None = None
+    llm_servers: tuple[str, ...] = ()
+    llm_api: str | None = None
+    work_dir: str | Path | None = None  # keeps the request cache, so a rerun replays every answer
 
 
 @dataclass
@@ -100,6 +123,34 @@ def dev_and_held_out(loaded: LoadedRecipe, dev: int, held_out: int, seed: int,
         echo(f"only {len(items)} items with human labels: held-out part has {len(items) - dev}, not {held_out}")
     d, h = split_dev_heldout([it.reference or [] for it in items], dev, len(items) - dev, seed)
     return [items[i] for i in d], [items[i] for i in h]
+
+
+def calibration_engines(loaded: LoadedRecipe, s: Settings, engine: Engine | None, llm: Engine | None,
+                        items: list[Item]) -> tuple[Engine, Engine]:
+    """The tagging engine, and the calibration LLM: the tagging engine itself unless the settings name
+    another. A simulated tagging engine answers from the human labels of `items`."""
+    from builder.engines.registry import engine_from_spec
+    from builder.run.build import choose_engine_kind
+
+    spec = loaded.recipe.engine
+    if engine is None:
+        limits = (spec.max_pixels, loaded.recipe.output.max_image_pixels)  # as the strategy prepares images
+        engine = engine_from_spec(spec, loaded.vocab, choose_engine_kind(spec.kind),
+                                  references=lambda: reference_labels(items, *limits))
+    if llm is not None:
+        return engine, llm
+    kind, model, servers, api = s.llm_engine, s.llm_model, list(s.llm_servers), s.llm_api
+    if (kind is None or kind == engine.name) and model in (None, engine.model) and not servers and api is None:
+        return engine, engine
+    kind = kind or engine.name
+    update: dict[str, Any] = {"kind": kind, "model": model or (spec.model if kind == spec.kind else None)}
+    if kind != spec.kind:
+        update["args"] = {}
+    if servers:
+        update["servers"] = servers
+    if api is not None:
+        update["api"] = api
+    return engine, engine_from_spec(spec.model_copy(update=update), loaded.vocab, kind)
 
 
 class Calibrator:

@@ -36,7 +36,9 @@ def test_one_row_per_run_with_cost_and_metrics(runs):
     for row, out in zip(rows, runs, strict=True):
         assert row["images"] == 12 and row["failed"] == 0 and row["simulated"] is True
         assert row["prompt_tokens_per_image"] > 0 and row["completion_tokens_per_image"] > 0
-        assert row["engine_seconds_per_image"] >= 0
+        records = list(layout.iter_records(out))
+        engine_seconds = sum(r.usage["engine_seconds"] for r in records) / len(records)
+        assert engine_seconds > 0 and row["engine_seconds_per_image"] == pytest.approx(engine_seconds)
         overall = evaluate(out)["overall"]
         assert {k: row[k] for k in ("CP", "CR", "CF1", "OP", "OR", "OF1", "mAP")} == \
             {k: overall[k] for k in ("CP", "CR", "CF1", "OP", "OR", "OF1", "mAP")}

@@ -69,6 +69,7 @@ def run_strategy(strategy: str, limit: int | None, count: Callable[[str], int]) 
     import jinja2
 
     from builder.engines.http import DEFAULT_IMAGE_TOKEN, GENERIC_CHAT_TEMPLATE
+    from builder.engines.references import source_references
     from builder.engines.registry import engine_from_spec
     from builder.recipe.model import load_recipe
     from builder.run.build import Builder
@@ -78,7 +79,7 @@ def run_strategy(strategy: str, limit: int | None, count: Callable[[str], int]) 
     if limit:
         overrides.append(f"source.limit={limit}")
     loaded = load_recipe(bl.DEMO_RECIPE, overrides)
-    engine = engine_from_spec(loaded.recipe.engine, loaded.vocab)
+    engine = engine_from_spec(loaded.recipe.engine, loaded.vocab, references=source_references(loaded))
     sent: list[tuple[Any, Any]] = []
     inner = engine._generate_one
 

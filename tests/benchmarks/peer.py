@@ -24,11 +24,10 @@ def _meta(folder: Path) -> dict[str, list[str]]:
         return {row["file_name"]: row["labels"] for row in map(json.loads, f)}
 
 
-async def _tag(engine: Any, stage1: list[Any], verify: dict[str, Any], image: bytes, reference: list[str],
+async def _tag(engine: Any, stage1: list[Any], verify: dict[str, Any], image: bytes,
                threshold: float) -> dict[str, Any]:
     from builder.prompts.constraints import ParseError, parse_subset
 
-    engine.learn_reference(image, reference)  # the simulated engine answers from these labels
     asks = [dataclasses.replace(r, image=image) for r in stage1]
     candidates: list[str] = []
     for request, result in zip(asks, await engine.generate(asks)):
@@ -43,12 +42,14 @@ async def _tag(engine: Any, stage1: list[Any], verify: dict[str, Any], image: by
 
 async def _run(loaded: Any, folder: Path, out: Path, limit: int, window: int) -> int:
     from builder.engines.registry import engine_from_spec
+    from builder.images import image_digest
     from builder.method.candidates import group_requests
     from builder.method.context import TaggingContext
     from builder.method.verify import verify_request
 
     ctx = TaggingContext(loaded)
-    engine = engine_from_spec(loaded.recipe.engine, loaded.vocab)
+    references: dict[str, list[str] | None] = {}  # filled as images are read: what the engine answers from
+    engine = engine_from_spec(loaded.recipe.engine, loaded.vocab, references=references)
     stage1 = group_requests(ctx, b"")  # rendered once; the image goes in per image
     verify = {name: verify_request(ctx, name, b"") for name in loaded.vocab.names}
     labels = _meta(folder)
@@ -67,7 +68,8 @@ async def _run(loaded: Any, folder: Path, out: Path, limit: int, window: int) ->
             pending: list[tuple[Path, bytes, asyncio.Task]] = []
             for path in files:
                 image = path.read_bytes()
-                task = asyncio.ensure_future(_tag(engine, stage1, verify, image, labels.get(path.name, []), threshold))
+                references[image_digest(image)] = labels.get(path.name, [])
+                task = asyncio.ensure_future(_tag(engine, stage1, verify, image, threshold))
                 pending.append((path, image, task))
                 if len(pending) >= window:
                     done_path, done_image, done_task = pending.pop(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from typing import Any
 
 import httpx
@@ -321,18 +322,21 @@ def test_start_waits_for_a_server_still_loading() -> None:
             stop.wait(10)
 
     thread = threading.Thread(target=late_server, daemon=True)
+    began = time.monotonic()
     thread.start()
     try:
         engine = engine_for(f"http://127.0.0.1:{port}", "http-sglang", ready_wait=8.0, ready_timeout=0.5)
 
-        async def go() -> None:
+        async def go() -> tuple[float, dict[str, Any]]:
             async with engine:
-                pass
+                return time.monotonic() - began, dict(engine.server_info)
 
-        asyncio.run(go())
+        waited, info = asyncio.run(go())
     finally:
         stop.set()
         thread.join(5)
+    assert 0.8 <= waited < 8.0  # it kept polling while nothing listened, and stopped once the server was up
+    assert info["model_path"] and engine.simulated  # and read the model info of the server it waited for
 
 
 def test_openai_mode_uses_the_served_model_name_when_none_is_given(photos: dict[str, bytes]) -> None:

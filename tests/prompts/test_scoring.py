@@ -8,7 +8,15 @@ import math
 import pytest
 
 from builder.prompts.constraints import format_subset, parse_subset, subset_ebnf
-from builder.prompts.scoring import WORD_IDS, YesNoIds, by_word, ids_from_tokenized, yes_no_token_ids, yes_probability
+from builder.prompts.scoring import (
+    WORD_IDS,
+    YesNoIds,
+    by_word,
+    ids_from_tokenized,
+    logprobs_for,
+    yes_no_token_ids,
+    yes_probability,
+)
 
 IDS = YesNoIds((10, 11), (20,))
 
@@ -27,6 +35,22 @@ def test_no_side_seen_is_no_score_and_one_side_alone_is_certain_without_a_floor(
 def test_a_missing_side_is_bounded_by_the_smallest_top_logprob() -> None:
     score = yes_probability({10: math.log(0.5)}, IDS, floor=math.log(0.01))
     assert score.bounded and score.p_yes == pytest.approx(0.5 / 0.51)
+
+
+def test_logprobs_for_a_probability_score_back_to_exactly_it() -> None:
+    import random
+
+    rng = random.Random(3)
+    draws = [1 / (1 + math.exp(-rng.uniform(-12, 12))) for _ in range(5000)] + [rng.random() for _ in range(5000)]
+    plain_misses = 0
+    for p in [1e-9, 0.001, 0.5, 0.999, 1 - 1e-9, *draws]:
+        logprobs = logprobs_for(p, IDS)
+        assert set(logprobs) == {10, 20}
+        assert yes_probability(logprobs, IDS).p_yes == p  # bit for bit, not approximately
+        assert logprobs[10] == pytest.approx(math.log(p), rel=1e-12, abs=1e-14)
+        assert logprobs[20] == pytest.approx(math.log1p(-p), rel=1e-12, abs=1e-14)
+        plain_misses += yes_probability({10: math.log(p), 20: math.log1p(-p)}, IDS).p_yes != p
+    assert plain_misses > 1000  # the plain pair alone would move the last digit of many scores
 
 
 def test_token_texts_map_onto_stand_in_ids() -> None:

@@ -12,15 +12,16 @@ from click.testing import CliRunner
 from tinydata import SMALL_VOCAB
 
 from builder.analysis.evaluate import evaluate
-from builder.engines.simulated import NoiseModel, SimulatedModel
+from builder.engines.simulated import SIM_IDS, NoiseModel, SimulatedModel
 from builder.errors import UserError
 from builder.method.calibration import Decision, calibration_prompt, revision_request
 from builder.prompts.constraints import Constraint
+from builder.prompts.scoring import yes_probability
 from builder.publish import layout
 from builder.recipe.concepts import Concept, load_concept_sheet
 from builder.recipe.model import load_recipe
 from builder.recipe.vocab import vocabulary_from_data
-from builder.workflows.calibrate import calibrate
+from builder.workflows.calibrate import Settings, calibrate
 
 METRICS = {"support", "tp", "fp", "fn", "precision", "recall", "f1"}
 
@@ -35,7 +36,9 @@ def yes_no_recipe(write_recipe):
 
 
 def ask(model: SimulatedModel, question: str, truth: list[str], image: bytes) -> float:
-    return model.answer(image, question, question, Constraint("yesno"), truth, True).yes_prob
+    """P(yes) of the model's answer, scored from its logprobs as the simulated engine scores them."""
+    answer = model.answer(image, question, question, Constraint("yesno"), truth, True)
+    return yes_probability(answer.extra["logprobs"], SIM_IDS).p_yes
 
 
 def test_sim_confuses_look_alikes_unless_warned():
@@ -79,7 +82,7 @@ def test_calibration_request_is_text_only_and_the_sim_answers_it(write_recipe):
 
 def test_calibrate_writes_a_sheet_whose_kept_revisions_improve_f1(yes_no_recipe, build, tmp_path):
     out = tmp_path / "calibrated.yaml"
-    result = calibrate(yes_no_recipe, dev=12, held_out=0, rounds=2, out_sheet=out, min_positives=2)
+    result = calibrate(yes_no_recipe, Settings(dev=12, held_out=0, rounds=2, min_positives=2), out)
     sheet = load_concept_sheet(out)
     sheet.check_against(load_recipe(yes_no_recipe).vocab, str(out))
     prov = sheet.provenance
@@ -114,8 +117,8 @@ def test_decide_callback_chooses_what_is_kept(yes_no_recipe, tmp_path):
         assert proposal.metrics_after is not None and proposal.diff().startswith("---")
         return Decision("accept") if proposal.label == "bus" else Decision("skip")
 
-    result = calibrate(yes_no_recipe, dev=12, held_out=0, rounds=1, out_sheet=tmp_path / "s.yaml", decide=decide,
-                       tune_thresholds=False)
+    result = calibrate(yes_no_recipe, Settings(dev=12, held_out=0, rounds=1, tune=False), tmp_path / "s.yaml",
+                       decide=decide)
     assert "bus" in seen and len(seen) > 1
     assert [p.label for p in result.kept] == ["bus"]
     sheet = load_concept_sheet(tmp_path / "s.yaml")
@@ -138,7 +141,7 @@ def test_interactive_session_accept_skip_edit(yes_no_recipe, tmp_path, monkeypat
 
     @click.command()
     def session() -> None:
-        result = calibrate(yes_no_recipe, dev=12, held_out=0, rounds=1, out_sheet=out, interactive=True, tune_thresholds=False)
+        result = calibrate(yes_no_recipe, Settings(dev=12, held_out=0, rounds=1, interactive=True, tune=False), out)
         click.echo("decisions: " + json.dumps({p.label: p.decision for p in result.proposals}))
 
     # answer the first three proposals a, s, e; Enter (accept) for the rest
@@ -164,24 +167,26 @@ def test_interactive_session_accept_skip_edit(yes_no_recipe, tmp_path, monkeypat
 def test_strategies_without_verification_cannot_calibrate(write_recipe):
     recipe = write_recipe("aio.yaml", tagging={"strategy": "all-in-one"})
     with pytest.raises(UserError, match="does not use the concept sheet"):
-        calibrate(recipe, dev=4, rounds=1)
+        calibrate(recipe, Settings(dev=4, rounds=1))
 
 
 def test_a_rerun_with_the_same_work_folder_replays_every_answer(yes_no_recipe, tmp_path):
+    from builder.engines.references import source_references
     from builder.engines.registry import engine_from_spec
 
     loaded = load_recipe(yes_no_recipe)
-    first = engine_from_spec(loaded.recipe.engine, loaded.vocab)
-    calibrate(loaded, dev=12, held_out=0, rounds=2, engine=first, work_dir=tmp_path / "work")
+    settings = Settings(dev=12, held_out=0, rounds=2, work_dir=tmp_path / "work")
+    first = engine_from_spec(loaded.recipe.engine, loaded.vocab, references=source_references(loaded))
+    calibrate(loaded, settings, engine=first)
     assert first.calls > 0
-    again = engine_from_spec(loaded.recipe.engine, loaded.vocab)
-    result = calibrate(loaded, dev=12, held_out=0, rounds=2, engine=again, work_dir=tmp_path / "work")
+    again = engine_from_spec(loaded.recipe.engine, loaded.vocab, references=source_references(loaded))
+    result = calibrate(loaded, settings, engine=again)
     assert again.calls == 0 and result.kept
 
 
 def test_decides_on_dev_and_reports_held_out(yes_no_recipe, build, tmp_path):
     out = tmp_path / "split.yaml"
-    result = calibrate(yes_no_recipe, dev=6, held_out=6, rounds=1, out_sheet=out, min_positives=1)
+    result = calibrate(yes_no_recipe, Settings(dev=6, held_out=6, rounds=1, min_positives=1), out)
     assert result.dev.images == 6 and result.held_out.images == 6
     prov = load_concept_sheet(out).provenance
     assert len(prov["dev_keys"]) == 6 and prov["split"] == {**prov["split"], "dev": 6, "held_out": 6, "seed": 0}
@@ -193,7 +198,7 @@ def test_decides_on_dev_and_reports_held_out(yes_no_recipe, build, tmp_path):
     header = next(line for line in lines if "dev (6 images)" in line)
     assert "held-out (6 images)" in header and "quote the held-out figures" in result.summary()
     with pytest.raises(UserError, match="leaves none to hold out"):
-        calibrate(yes_no_recipe, dev=12, held_out=5, rounds=1)
+        calibrate(yes_no_recipe, Settings(dev=12, held_out=5, rounds=1))
     # a build with the sheet: its card says the sheet was calibrated, with the simulated engine
     built = build(yes_no_recipe, ["tagging.concept_sheet=" + str(out), f"output.dir={tmp_path / 'with-sheet'}"])
     card = (built.out / layout.CARD).read_text()

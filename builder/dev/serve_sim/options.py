@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from builder.engines.simulated import NO_ID, YES_ID
+
 SIM_HEADER = "X-Tagllm-Simulated"
 OWNER = "tagllm-serve-sim"
 
@@ -85,5 +87,4 @@ class BadRequest(Exception):
 
 # Token ids the simulated tokenizer gives "yes" and "no" (pass them as engine.args yes_token_ids /
 # no_token_ids to exercise SGLang's token_ids_logprob path).
-SIM_YES_ID = 9891
-SIM_NO_ID = 2152
+SIM_YES_ID, SIM_NO_ID = YES_ID, NO_ID

@@ -11,10 +11,11 @@ from builder.dev.serve_sim.options import SIM_NO_ID, SIM_YES_ID
 
 
 def yes_no_logprobs(answer: Any) -> tuple[float, float]:
+    """The model's yes/no token logprobs (it gives them whenever logprobs are asked); else a plain guess."""
     lp = answer.extra.get("logprobs") or {}
-    if "yes" in lp and "no" in lp:
-        return lp["yes"], lp["no"]
-    p = answer.yes_prob if answer.yes_prob is not None else (0.9 if answer.text == "yes" else 0.1)
+    if SIM_YES_ID in lp and SIM_NO_ID in lp:
+        return lp[SIM_YES_ID], lp[SIM_NO_ID]
+    p = 0.9 if answer.text == "yes" else 0.1
     return math.log(p), math.log(1 - p)
 
 
