@@ -22,7 +22,7 @@ from builder import __version__
 from builder.ask.cache_files import merge_caches, open_cache
 from builder.engines.base import Engine
 from builder.engines.references import source_references
-from builder.engines.registry import choose_engine_kind, open_engine  # noqa: F401 - choose_engine_kind: re-exported
+from builder.engines.registry import open_engine
 from builder.errors import RunError, UserError
 from builder.method import TaggingContext
 from builder.publish import corrections, layout

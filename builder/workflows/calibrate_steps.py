@@ -129,14 +129,12 @@ def calibration_engines(loaded: LoadedRecipe, s: Settings, engine: Engine | None
                         items: list[Item]) -> tuple[Engine, Engine]:
     """The tagging engine, and the calibration LLM: the tagging engine itself unless the settings name
     another. A simulated tagging engine answers from the human labels of `items`."""
-    from builder.engines.registry import engine_from_spec
-    from builder.run.build import choose_engine_kind
+    from builder.engines.registry import engine_from_spec, open_engine
 
     spec = loaded.recipe.engine
     if engine is None:
         limits = (spec.max_pixels, loaded.recipe.output.max_image_pixels)  # as the strategy prepares images
-        engine = engine_from_spec(spec, loaded.vocab, choose_engine_kind(spec.kind),
-                                  references=lambda: reference_labels(items, *limits))
+        engine = open_engine(spec, loaded.vocab, references=lambda: reference_labels(items, *limits))
     if llm is not None:
         return engine, llm
     kind, model, servers, api = s.llm_engine, s.llm_model, list(s.llm_servers), s.llm_api
