@@ -200,7 +200,7 @@ class HttpEngine(Engine):
         self.wire.model = self.model or self._served_model or "default"
         if not self.wire.ids and self.wire.server_kind in ("sglang", "vllm"):
             self.wire.ids = await tokenize_yes_no(self._probe_fetch, server, self.wire.model,
-                                                  native=self.protocol.name == "native")
+                                                  native=self.protocol.name == "native" and not self.simulated)
         if self.wire.ids:
             self.server_info["yes_no_token_ids"] = {"yes": list(self.wire.ids.yes), "no": list(self.wire.ids.no)}
         if self.wire.server_kind in ("sglang", "vllm"):
