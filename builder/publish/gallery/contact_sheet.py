@@ -1,0 +1,196 @@
+"""The contact sheet: a grid of sample images with their labels drawn under each, beside the card.
+
+The Hub renders an image the card links to, so a visitor sees samples and their labels before any
+table. The choice is seeded: the top label issues first when `tagllm issues` ranked them (as many
+as `issues` asks), then images in a seeded order that add a label not shown yet, then any. Under
+each image: the machine labels with their scores (a cross marks one the human labels lack), the
+human labels the machine missed (a circle), and the issue rank. Drawn with Pillow in DejaVu Sans
+(Debian's fonts-dejavu-core) or, without it, Pillow's own font.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+from builder.publish.gallery.entries import machine_labels
+from builder.publish.gallery.images import open_rgb, shard_images
+from builder.records import Record
+
+SHEET = "contact_sheet.jpg"
+OPTIONS = "sheet-options.json"  # under gallery/: the choice `tagllm view --sheet-*` made, kept for rebuilds
+TILE_W, IMAGE_H, TEXT_LINES, GAP, MARGIN = 300, 210, 3, 12, 16
+FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf")
+MONO = ("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", "/usr/share/fonts/TTF/DejaVuSansMono.ttf")
+COLORS = {"ok": (31, 122, 61), "fp": (179, 38, 30), "miss": (154, 91, 0), "muted": (93, 102, 117),
+          "fg": (29, 35, 48), "issue": (107, 78, 0), "sim": (90, 30, 140)}
+POOL = 4000  # records the seeded choice looks at (a sample of them in a large build)
+
+
+@dataclass
+class SheetOptions:
+    images: int = 12
+    seed: int = 0
+    issues: int = 3  # top label issues shown first, when ranked
+    columns: int = 4
+
+
+def load_options(gallery: Path) -> SheetOptions:
+    path = gallery / OPTIONS
+    if not path.is_file():
+        return SheetOptions()
+    return SheetOptions(**{k: int(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()
+                           if k in SheetOptions.__dataclass_fields__})
+
+
+def save_options(gallery: Path, options: SheetOptions) -> None:
+    gallery.mkdir(parents=True, exist_ok=True)
+    (gallery / OPTIONS).write_text(json.dumps(asdict(options)), encoding="utf-8")
+
+
+@lru_cache(maxsize=8)
+def font(size: int, mono: bool = False) -> tuple[ImageFont.ImageFont, bool]:
+    """(font, has the check/cross/circle glyphs); Pillow's built-in font where DejaVu is absent."""
+    for path in MONO if mono else FONTS:
+        if Path(path).is_file():
+            return ImageFont.truetype(path, size), True
+    return ImageFont.load_default(size), False
+
+
+def choose(shards: list[tuple[int, list[Record]]], options: SheetOptions,
+           issues: dict[str, dict[str, Any]]) -> list[tuple[int, Record]]:
+    """(shard, record) of the images to show, issues first, then mixed labels; seeded."""
+    ok = [(shard, r) for shard, records in shards for r in records if r.status == "ok"]
+    chosen: list[tuple[int, Record]] = []
+    if options.issues and issues:
+        ranked = sorted((p for p in ok if p[1].key in issues), key=lambda p: -issues[p[1].key]["score"])
+        chosen = ranked[:min(options.issues, options.images)]
+    rng = random.Random(options.seed)
+    pool = rng.sample(ok, min(len(ok), POOL))
+    taken = {r.key for _, r in chosen}
+    shown = {n for _, r in chosen for n in machine_labels(r)}
+    for pair in pool:  # first: images that bring a label not shown yet
+        if len(chosen) >= options.images:
+            break
+        new = set(machine_labels(pair[1])) - shown
+        if new and pair[1].key not in taken:
+            chosen.append(pair)
+            taken.add(pair[1].key)
+            shown |= new
+    chosen += [p for p in pool if p[1].key not in taken][:options.images - len(chosen)]
+    return chosen
+
+
+def _lines(record: Record, issue: dict[str, Any] | None, fancy: bool, width: int,
+           draw: ImageDraw.ImageDraw) -> list[list[tuple[str, str]]]:
+    """The text under one image as lines of (text, colour) pieces, wrapped to `width`."""
+    yes, no, gap = ("\u2713 ", "\u2717 ", "\u25cb ") if fancy else ("", "x ", "o ")
+    said = machine_labels(record)
+    human = set(record.reference) if record.reference is not None else None
+    pieces = []
+    for name in said:
+        wrong = human is not None and name not in human
+        pieces.append(((no if wrong else yes) + f"{name} {record.scores.get(name, 0):.2f}", "fp" if wrong else "ok"))
+    for name in sorted(human - set(said)) if human is not None else ():
+        pieces.append((gap + name, "miss"))
+    if not pieces:
+        pieces.append(("no label", "muted"))
+    if record.review:
+        pieces.append(("reviewed: " + (", ".join(record.labels) or "no label"), "muted"))
+    if issue:
+        pieces.append((f"issue #{issue['rank']} ({issue['score']:.2f})", "issue"))
+    small = font(15)[0]
+    lines: list[list[tuple[str, str]]] = [[]]
+    used = 0.0
+    for text, color in pieces:
+        w = draw.textlength(text + "  ", font=small)
+        if lines[-1] and used + w > width:
+            lines.append([])
+            used = 0.0
+        lines[-1].append((text, color))
+        used += w
+    if len(lines) > TEXT_LINES:
+        rest = sum(len(line) for line in lines[TEXT_LINES - 1:])
+        lines = lines[:TEXT_LINES - 1] + [[(f"+{rest} more", "muted")]]
+    return lines
+
+
+def render_sheet(tiles: list[tuple[Record, Image.Image | None, dict[str, Any] | None]], title: str,
+                 subtitle: str, simulated: bool, columns: int) -> Image.Image:
+    big, small, mono = font(20)[0], font(15)[0], font(13, mono=True)[0]
+    fancy = font(15)[1]
+    columns = max(1, min(columns, len(tiles) or 1))
+    rows = max(1, -(-len(tiles) // columns))
+    line_h, key_h = 20, 18
+    tile_h = IMAGE_H + 6 + key_h + TEXT_LINES * line_h + 6
+    head_h = 64 if simulated else 40
+    width = MARGIN * 2 + columns * TILE_W + (columns - 1) * GAP
+    height = head_h + 30 + rows * tile_h + (rows - 1) * GAP + 34
+    sheet = Image.new("RGB", (width, height), (247, 248, 250))
+    draw = ImageDraw.Draw(sheet)
+    y = 0
+    if simulated:
+        draw.rectangle((0, 0, width, 30), fill=COLORS["sim"])
+        draw.text((MARGIN, 5), "SIMULATED labels (simulated engine: human labels + seeded noise, not a model)",
+                  font=small, fill=(255, 255, 255))
+        y = 30
+    draw.text((MARGIN, y + 8), title, font=big, fill=COLORS["fg"])
+    draw.text((MARGIN, y + 36), subtitle, font=small, fill=COLORS["muted"])
+    top = head_h + 30
+    for i, (record, img, issue) in enumerate(tiles):
+        x0 = MARGIN + (i % columns) * (TILE_W + GAP)
+        y0 = top + (i // columns) * (tile_h + GAP)
+        draw.rectangle((x0, y0, x0 + TILE_W - 1, y0 + tile_h - 1), fill=(255, 255, 255), outline=(216, 221, 230))
+        draw.rectangle((x0 + 1, y0 + 1, x0 + TILE_W - 2, y0 + IMAGE_H), fill=(233, 236, 241))
+        if img is not None:
+            sheet.paste(img, (x0 + (TILE_W - img.width) // 2, y0 + 1 + (IMAGE_H - img.height) // 2))
+        ty = y0 + IMAGE_H + 6
+        draw.text((x0 + 8, ty), record.key[:40], font=mono, fill=COLORS["muted"])
+        ty += key_h
+        for line in _lines(record, issue, fancy, TILE_W - 16, draw):
+            tx = x0 + 8
+            for text, color in line:
+                draw.text((tx, ty), text, font=small, fill=COLORS[color])
+                tx += draw.textlength(text + "  ", font=small)
+            ty += line_h
+    legend = ("machine labels with their scores; " + ("\u2717" if fancy else "x") + " not in the human labels, "
+              + ("\u25cb" if fancy else "o") + " a human label the machine missed")
+    draw.text((MARGIN, height - 26), legend, font=small, fill=COLORS["muted"])
+    return sheet
+
+
+def write_contact_sheet(out: Path, shards: list[tuple[int, list[Record]]], issues: dict[str, dict[str, Any]],
+                        title: str, simulated: bool, options: SheetOptions | None = None) -> dict[str, Any] | None:
+    """OUT/contact_sheet.jpg; None (and any old sheet removed) when no image is ok."""
+    options = options or load_options(out / "gallery")
+    chosen = choose(shards, options, issues)
+    path = Path(out) / SHEET
+    if not chosen:
+        path.unlink(missing_ok=True)
+        return None
+    box = (TILE_W - 2, IMAGE_H)
+    wanted: dict[int, set[str]] = {}
+    for shard, r in chosen:
+        wanted.setdefault(shard, set()).add(r.key)
+    images: dict[str, Image.Image] = {}
+    for shard, keys in wanted.items():
+        for key, data in shard_images(Path(out), shard, keys):
+            try:
+                images[key] = open_rgb(data, box)
+            except (OSError, ValueError, SyntaxError):
+                continue
+    ok = sum(1 for _, records in shards for r in records if r.status == "ok")
+    from_issues = sum(1 for _, r in chosen if r.key in issues) if options.issues and issues else 0
+    subtitle = f"{len(chosen)} of {ok} labeled images (seed {options.seed}" + \
+        (f"; the top {from_issues} label issues first)" if from_issues else ")")
+    sheet = render_sheet([(r, images.get(r.key), issues.get(r.key)) for _, r in chosen], title, subtitle,
+                         simulated, options.columns)
+    sheet.save(path, "JPEG", quality=88, subsampling=0, optimize=True)  # 4:4:4 keeps the text crisp
+    return {"path": SHEET, "images": len(chosen), "from_issues": from_issues, "seed": options.seed,
+            "size": list(sheet.size), "bytes": path.stat().st_size}
