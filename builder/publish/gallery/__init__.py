@@ -68,7 +68,7 @@ def write_gallery(out: Path, thumbnails: bool = True) -> dict[str, Any]:
     book = ViewBook(names, {n: loaded.threshold(n) for n in names}, loaded.recipe.tagging.threshold)
     for _, records in shards:
         for r in records:
-            book.add(E.make_entry(0, r, thumbs.get(r.key), issues.get(r.key), r.key in sent))
+            book.add(E.make_entry(r, thumbs.get(r.key), issues.get(r.key), r.key in sent))
     page = page_values(loaded, book, simulated, bool(issues), report)
     titles = view_titles(names)
     meta = {k: page[k] for k in ("title", "simulated", "images", "ok", "failed", "threshold", "has_human",

@@ -30,6 +30,7 @@ FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TT
 MONO = ("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", "/usr/share/fonts/TTF/DejaVuSansMono.ttf")
 COLORS = {"ok": (31, 122, 61), "fp": (179, 38, 30), "miss": (154, 91, 0), "muted": (93, 102, 117),
           "fg": (29, 35, 48), "issue": (107, 78, 0), "sim": (90, 30, 140)}
+ISSUE_SHOWN = 0.5  # an issue rank is drawn for the top issues chosen and for any issue score above this
 POOL = 4000  # records the seeded choice looks at (a sample of them in a large build)
 
 
@@ -64,13 +65,15 @@ def font(size: int, mono: bool = False) -> tuple[ImageFont.ImageFont, bool]:
 
 
 def choose(shards: list[tuple[int, list[Record]]], options: SheetOptions,
-           issues: dict[str, dict[str, Any]]) -> list[tuple[int, Record]]:
-    """(shard, record) of the images to show, issues first, then mixed labels; seeded."""
+           issues: dict[str, dict[str, Any]]) -> tuple[list[tuple[int, Record]], int]:
+    """(shard, record) of the images to show, issues first, then mixed labels; seeded. Also: how many
+    are there as top issues."""
     ok = [(shard, r) for shard, records in shards for r in records if r.status == "ok"]
     chosen: list[tuple[int, Record]] = []
     if options.issues and issues:
         ranked = sorted((p for p in ok if p[1].key in issues), key=lambda p: -issues[p[1].key]["score"])
         chosen = ranked[:min(options.issues, options.images)]
+    from_issues = len(chosen)
     rng = random.Random(options.seed)
     pool = rng.sample(ok, min(len(ok), POOL))
     taken = {r.key for _, r in chosen}
@@ -84,7 +87,7 @@ def choose(shards: list[tuple[int, list[Record]]], options: SheetOptions,
             taken.add(pair[1].key)
             shown |= new
     chosen += [p for p in pool if p[1].key not in taken][:options.images - len(chosen)]
-    return chosen
+    return chosen, from_issues
 
 
 def _lines(record: Record, issue: dict[str, Any] | None, fancy: bool, width: int,
@@ -104,7 +107,8 @@ def _lines(record: Record, issue: dict[str, Any] | None, fancy: bool, width: int
     if record.review:
         pieces.append(("reviewed: " + (", ".join(record.labels) or "no label"), "muted"))
     if issue:
-        pieces.append((f"issue #{issue['rank']} ({issue['score']:.2f})", "issue"))
+        kind = "human-label" if issue["kind"] == "reference" else "machine-label"
+        pieces.append((f"{kind} issue #{issue['rank']} ({issue['score']:.2f})", "issue"))
     small = font(15)[0]
     lines: list[list[tuple[str, str]]] = [[]]
     used = 0.0
@@ -169,7 +173,7 @@ def write_contact_sheet(out: Path, shards: list[tuple[int, list[Record]]], issue
                         title: str, simulated: bool, options: SheetOptions | None = None) -> dict[str, Any] | None:
     """OUT/contact_sheet.jpg; None (and any old sheet removed) when no image is ok."""
     options = options or load_options(out / "gallery")
-    chosen = choose(shards, options, issues)
+    chosen, from_issues = choose(shards, options, issues)
     path = Path(out) / SHEET
     if not chosen:
         path.unlink(missing_ok=True)
@@ -186,10 +190,11 @@ def write_contact_sheet(out: Path, shards: list[tuple[int, list[Record]]], issue
             except (OSError, ValueError, SyntaxError):
                 continue
     ok = sum(1 for _, records in shards for r in records if r.status == "ok")
-    from_issues = sum(1 for _, r in chosen if r.key in issues) if options.issues and issues else 0
+    top = {r.key for _, r in chosen[:from_issues]}
+    shown = {k: v for k, v in issues.items() if k in top or v["score"] >= ISSUE_SHOWN}
     subtitle = f"{len(chosen)} of {ok} labeled images (seed {options.seed}" + \
         (f"; the top {from_issues} label issues first)" if from_issues else ")")
-    sheet = render_sheet([(r, images.get(r.key), issues.get(r.key)) for _, r in chosen], title, subtitle,
+    sheet = render_sheet([(r, images.get(r.key), shown.get(r.key)) for _, r in chosen], title, subtitle,
                          simulated, options.columns)
     sheet.save(path, "JPEG", quality=88, subsampling=0, optimize=True)  # 4:4:4 keeps the text crisp
     return {"path": SHEET, "images": len(chosen), "from_issues": from_issues, "seed": options.seed,

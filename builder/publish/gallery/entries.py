@@ -57,10 +57,9 @@ def machine_labels(record: Record) -> list[str]:
     return list(record.labels)
 
 
-def make_entry(n: int, record: Record, thumb: str | None, issue: dict[str, Any] | None,
-               sent: bool) -> dict[str, Any]:
-    """The entry of record number `n` (its position in source order)."""
-    entry: dict[str, Any] = {"n": n, "key": record.key, "status": record.status, "thumb": thumb}
+def make_entry(record: Record, thumb: str | None, issue: dict[str, Any] | None, sent: bool) -> dict[str, Any]:
+    """A record's entry; the view book numbers it (`n`, its position in source order)."""
+    entry: dict[str, Any] = {"n": -1, "key": record.key, "status": record.status, "thumb": thumb}
     if record.status != "ok":
         entry.update(error=record.error or "unknown", detail=(record.detail or "")[:300])
         return entry

@@ -182,7 +182,8 @@
         cap.appendChild(el("span", "badge review", "sent for review"));
       }
       if (e.issue) {
-        const b = el("span", "badge issue", "issue #" + e.issue.rank + " \u00b7 " + e.issue.score.toFixed(2));
+        const kind = e.issue.kind === "reference" ? "human-label" : "machine-label";
+        const b = el("span", "badge issue", kind + " issue #" + e.issue.rank + " \u00b7 " + e.issue.score.toFixed(2));
         b.title = e.issue.kind + " labels: " + e.issue.why; cap.appendChild(b);
       }
     }
