@@ -28,7 +28,7 @@ from builder.publish.gallery import entries as E
 from builder.publish.gallery import pages, render
 from builder.publish.gallery.contact_sheet import write_contact_sheet
 from builder.publish.gallery.thumbs import ThumbReport, update_thumbnails
-from builder.publish.gallery.views import ViewBook, label_id, view_titles
+from builder.publish.gallery.views import PAGE, ViewBook, label_id, view_titles
 from builder.recipe.model import load_recipe
 
 GALLERY = "gallery"
@@ -48,8 +48,10 @@ def shard_records(out: Path) -> list[tuple[int, list]]:
     return found
 
 
-def write_gallery(out: Path, thumbnails: bool = True) -> dict[str, Any]:
-    """Write (or bring up to date) OUT/gallery; returns its summary (also saved as gallery/summary.json)."""
+def write_gallery(out: Path, thumbnails: bool = True, page_size: int = PAGE) -> dict[str, Any]:
+    """Write (or bring up to date) OUT/gallery; returns its summary (also saved as gallery/summary.json).
+
+    `thumbnails=False` reads no image (entries then have none): for measuring the rest alone."""
     start = time.perf_counter()
     out = layout.require_output(Path(out))
     folder = out / GALLERY
@@ -65,7 +67,7 @@ def write_gallery(out: Path, thumbnails: bool = True) -> dict[str, Any]:
     else:
         thumbs, report = {}, ThumbReport()
     issues, sent = E.read_issue_ranks(out), E.read_sent_for_review(out)
-    book = ViewBook(names, {n: loaded.threshold(n) for n in names}, loaded.recipe.tagging.threshold)
+    book = ViewBook(names, {n: loaded.threshold(n) for n in names}, loaded.recipe.tagging.threshold, page_size)
     for _, records in shards:
         for r in records:
             book.add(E.make_entry(r, thumbs.get(r.key), issues.get(r.key), r.key in sent))

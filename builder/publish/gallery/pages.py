@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from builder.publish.gallery.views import PAGE, ViewBook
+from builder.publish.gallery.views import ViewBook
 
 DATA = "data"
 
@@ -52,7 +52,7 @@ def write_data(folder: Path, book: ViewBook, meta: dict[str, Any]) -> dict[str, 
             (new / view / f"page-{k:05d}.js").write_text(wrap("page", [view, k], text), encoding="utf-8")
         files += len(pages)
         views[view] = {"count": len(book.keys[view][1]), "pages": len(pages)}
-    meta = dict(meta, views=views, page_size=PAGE)
+    meta = dict(meta, views=views, page_size=book.page)
     (new / "meta.js").write_text(wrap("meta", [], json.dumps(meta, ensure_ascii=False, separators=(",", ":"))),
                                  encoding="utf-8")
     old = folder / DATA

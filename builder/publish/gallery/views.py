@@ -50,6 +50,7 @@ class ViewBook:
     label_names: list[str]
     thresholds: dict[str, float]
     default_threshold: float
+    page: int = PAGE
     texts: list[str] = field(default_factory=list)
     keys: dict[str, tuple[array, array]] = field(default_factory=dict)
     roles: dict[str, array] = field(default_factory=dict)  # label views: ROLE bits per member
@@ -123,10 +124,10 @@ class ViewBook:
         return [json.loads(self.texts[int(i)]) for i in numbers]
 
     def pages(self, view: str) -> list[str]:
-        """The view's pages as JSON array texts, PAGE entries each."""
-        order = self.order(view)
-        return ["[" + ",".join(self.texts[int(i)] for i in order[s:s + PAGE]) + "]"
-                for s in range(0, len(order), PAGE)]
+        """The view's pages as JSON array texts, `page` entries each."""
+        order, size = self.order(view), self.page
+        return ["[" + ",".join(self.texts[int(i)] for i in order[s:s + size]) + "]"
+                for s in range(0, len(order), size)]
 
     def label_view(self, name: str) -> str:
         return f"label-{self._ids[name]}"
