@@ -34,7 +34,10 @@ FIELDS = {"labels.json": "tagllm", "ground_truth.json": "ground_truth", "candida
           "reviewed.json": "reviewed"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
-LOADER = '''"""Load this tagllm export into FiftyOne (needs FiftyOne and its MongoDB): python load_fiftyone.py [--no-app]"""
+LOADER = '''"""Load this tagllm export into FiftyOne (needs FiftyOne and its MongoDB).
+
+    python load_fiftyone.py [--no-app]
+"""
 import sys
 from pathlib import Path
 

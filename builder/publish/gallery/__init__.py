@@ -22,9 +22,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+import builder.publish.gallery.entries as E
 from builder import __version__
 from builder.publish import layout
-from builder.publish.gallery import entries as E
 from builder.publish.gallery import pages, render
 from builder.publish.gallery.contact_sheet import write_contact_sheet
 from builder.publish.gallery.thumbs import ThumbReport, update_thumbnails
@@ -143,7 +143,8 @@ def card_info(out: Path) -> dict[str, Any] | None:
     sheet = summary.get("contact_sheet") if (Path(out) / "contact_sheet.jpg").is_file() else None
     caption = None
     if sheet:
-        caption = ("SIMULATED labels. " if summary.get("simulated") else "") + (f"{sheet['images']} sample images (seeded choice, seed {sheet['seed']}"
+        caption = ("SIMULATED labels. " if summary.get("simulated") else "") + (
+                   f"{sheet['images']} sample images (seeded choice, seed {sheet['seed']}"
                    + (f", the top {sheet['from_issues']} label issues first" if sheet["from_issues"] else "")
                    + ") with their machine labels and scores; a cross marks a label the human labels lack, "
                    "a circle a human label the machine missed.")

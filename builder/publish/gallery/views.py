@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from builder.publish.gallery import entries as E
+from builder.publish.gallery.entries import NEAR, disagreements, involved_labels, is_near, label_score
 
 PAGE = 100  # entries per page file
 LABELED, REJECTED, HUMAN, FALSE_POS, MISSED = 1, 2, 4, 8, 16  # a label's role in an entry (bits)
@@ -32,7 +32,7 @@ def label_id(index: int, name: str) -> str:
 
 def view_titles(label_names: list[str]) -> dict[str, str]:
     titles = {"all": "all images, in source order",
-              "near": f"a score within {E.NEAR} of its threshold (closest first)",
+              "near": f"a score within {NEAR} of its threshold (closest first)",
               "disagree": "machine and human labels differ (most differences first)",
               "false_pos": "a machine label the human labels lack", "missed": "a human label the machine missed",
               "issues": "ranked label issues (most suspect first)", "reviewed": "reviewed by a person",
@@ -76,10 +76,10 @@ class ViewBook:
             self._put(f"failed-{entry['error']}", n, n)
             self.counts["failed"] += 1
             return
-        for name in E.involved_labels(entry):
+        for name in involved_labels(entry):
             if name in self._ids:
                 view = f"label-{self._ids[name]}"
-                self._put(view, -E.label_score(entry, name), n)
+                self._put(view, -label_score(entry, name), n)
                 self.roles.setdefault(view, array("b")).append(_role(entry, name))
         for name in entry.get("labels") or ():
             self.counts[f"machine:{name}"] += 1
@@ -87,10 +87,10 @@ class ViewBook:
             self.counts["with_human"] += 1
         for name in entry.get("human") or ():
             self.counts[f"human:{name}"] += 1
-        gap = E.is_near(entry, self.thresholds, self.default_threshold)
+        gap = is_near(entry, self.thresholds, self.default_threshold)
         if gap is not None:
             self._put("near", gap, n)
-        if diff := E.disagreements(entry):
+        if diff := disagreements(entry):
             self._put("disagree", -diff, n)
         if entry.get("false_pos"):
             self._put("false_pos", n, n)
