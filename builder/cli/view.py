@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 import webbrowser
 from pathlib import Path
@@ -46,8 +48,8 @@ def view(out: Path, port: int, serve: bool, open_browser: bool, rebuild: bool, s
         return
     server, url = start_server(out, port)
     click.echo(f"serving {out} at {url} (Ctrl-C stops)")
-    if open_browser:
-        webbrowser.open(url)
+    if open_browser and (sys.platform != "linux" or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        webbrowser.open(url)  # a machine without a screen gets the URL only
     try:
         while True:
             time.sleep(3600)

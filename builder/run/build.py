@@ -256,7 +256,7 @@ def gpu_count(loaded: LoadedRecipe, engine_info: dict[str, Any]) -> int:
 def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Totals, cost and the card, from what is on disk (also used after relabel / retry)."""
     from builder.publish.card import write_card
-    from builder.publish.gallery import write_gallery
+    from builder.publish.gallery import after_build
 
     shard_stats = [layout.read_json(layout.shard_stats_path(out, s)) for s in layout.completed_shards(out)]
     stats = merge(shard_stats)
@@ -267,7 +267,7 @@ def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any]
                                 gpu_count(loaded, engine_info or {}))
     stats["engine"] = engine_info or {}
     _write_json(out / layout.STATS, stats)
-    write_gallery(out)  # gallery/ and the contact sheet the card shows
+    after_build(out)  # gallery/ and the contact sheet the card shows
     write_card(out)
     return stats
 

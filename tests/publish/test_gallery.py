@@ -130,20 +130,21 @@ def test_card_shows_the_contact_sheet_beside_it(demo: Path) -> None:
 
 
 def test_contact_sheet_choice_is_seeded_and_mixes_labels(demo: Path) -> None:
-    from builder.publish.gallery import shard_records
+    from builder.publish.gallery import collect
 
-    shards = shard_records(demo)
-    first, _ = cs.choose(shards, cs.SheetOptions(seed=3), {})
-    again, _ = cs.choose(shards, cs.SheetOptions(seed=3), {})
-    other, _ = cs.choose(shards, cs.SheetOptions(seed=4), {})
-    keys = [r.key for _, r in first]
-    assert keys == [r.key for _, r in again] and keys != [r.key for _, r in other] and len(set(keys)) == 12
-    labels = [n for _, r in first for n in r.labels]
+    book, _ = collect(demo, load_recipe(demo / layout.RECIPE))
+    first, _ = cs.choose(book, cs.SheetOptions(seed=3))
+    again, _ = cs.choose(book, cs.SheetOptions(seed=3))
+    other, _ = cs.choose(book, cs.SheetOptions(seed=4))
+    keys = [e["key"] for e in first]
+    assert keys == [e["key"] for e in again] and keys != [e["key"] for e in other] and len(set(keys)) == 12
+    labels = [n for e in first for n in e["labels"]]
     assert len(set(labels)) >= 10  # the demo has 17 labels; the choice spreads over them
-    issues = {"stuff": {"rank": 1, "score": 0.9, "kind": "machine", "why": ""},
-              "rocket": {"rank": 2, "score": 0.8, "kind": "machine", "why": ""}}
-    chosen, n = cs.choose(shards, cs.SheetOptions(seed=3, issues=2), issues)
-    assert n == 2 and [r.key for _, r in chosen[:2]] == ["stuff", "rocket"]
+    for i, key in enumerate(["stuff", "rocket"]):  # as `tagllm issues` would rank them
+        n = next(e["n"] for e in view(demo, "all") if e["key"] == key)
+        book._put("issues", -0.9 + i * 0.1, n)
+    chosen, count = cs.choose(book, cs.SheetOptions(seed=3, issues=2))
+    assert count == 2 and [e["key"] for e in chosen[:2]] == ["stuff", "rocket"] and len(chosen) == 12
 
 
 def test_pages_stay_small_and_cover_the_view(demo: Path, tmp_path: Path) -> None:
@@ -268,3 +269,29 @@ def test_view_writes_the_gallery_of_an_older_output_and_serves_it(demo: Path, tm
 def read_data_url(url: str) -> list:
     with urllib.request.urlopen(url, timeout=10) as resp:
         return json.loads(io.TextIOWrapper(resp, encoding="utf-8").read().split("\n")[1])
+
+
+def test_thumbnails_are_upright_and_fitted() -> None:
+    from builder.publish.gallery.images import make_thumbnail
+
+    img = Image.new("RGB", (600, 200), (200, 30, 30))
+    exif = img.getexif()
+    exif[0x0112] = 6  # stored sideways: shown rotated 90 degrees
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif)
+    with Image.open(io.BytesIO(make_thumbnail(buf.getvalue()))) as thumb:
+        assert thumb.size == (85, 256)  # upright (portrait), longest side 256
+    png = io.BytesIO()
+    Image.new("RGBA", (100, 50), (0, 0, 0, 0)).save(png, "PNG")
+    with Image.open(io.BytesIO(make_thumbnail(png.getvalue()))) as thumb:
+        assert thumb.size == (100, 50) and thumb.getpixel((10, 10)) == pytest.approx((255, 255, 255), abs=3)
+
+
+def test_tagllm_gallery_0_leaves_it_to_tagllm_view(build, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAGLLM_GALLERY", "0")
+    out = build().out
+    assert not (out / GALLERY).exists() and not (out / cs.SHEET).exists()
+    assert "contact_sheet" not in (out / layout.CARD).read_text()
+    from builder.publish.gallery.serve import refresh
+
+    assert refresh(out)["images"] == 12 and "](contact_sheet.jpg)" in (out / layout.CARD).read_text()

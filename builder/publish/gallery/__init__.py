@@ -16,7 +16,10 @@ No server is needed: it opens from the file system or any static host.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +30,10 @@ from builder import __version__
 from builder.publish import layout
 from builder.publish.gallery import pages, render
 from builder.publish.gallery.contact_sheet import write_contact_sheet
-from builder.publish.gallery.thumbs import ThumbReport, update_thumbnails
+from builder.publish.gallery.thumbs import Thumbnailer, ThumbReport
 from builder.publish.gallery.views import PAGE, ViewBook, label_id, view_titles
 from builder.recipe.model import load_recipe
+from builder.records import Record
 
 GALLERY = "gallery"
 SUMMARY = "summary.json"
@@ -37,15 +41,36 @@ COLUMNS = ["key", "status", "labels", "scores", "candidates", "reference", "erro
            "review"]  # everything but the raw answers, which the gallery never shows
 
 
-def shard_records(out: Path) -> list[tuple[int, list]]:
-    """[(shard, its records)] without the raw answers, in source order."""
-    found = []
+def shard_records(out: Path) -> Iterator[tuple[int, list[Record]]]:
+    """(shard, its records) without the raw answers, in source order, one shard in memory at a time."""
     for shard in layout.completed_shards(out):
         path = layout.index_path(out, shard)
         names = set(pq.read_schema(path).names)
         rows = pq.read_table(path, columns=[c for c in COLUMNS if c in names]).to_pylist()
-        found.append((shard, [layout.row_record(row) for row in rows]))
-    return found
+        yield shard, [layout.row_record(row) for row in rows]
+
+
+def after_build(out: Path) -> dict[str, Any] | None:
+    """What a build, `relabel`, `review import` and `tagllm issues` call: the gallery, unless
+    TAGLLM_GALLERY=0 (then an older gallery is removed, and `tagllm view` writes it when wanted)."""
+    if os.environ.get("TAGLLM_GALLERY", "1").strip().lower() in ("0", "false", "no", "off"):
+        shutil.rmtree(Path(out) / GALLERY, ignore_errors=True)
+        (Path(out) / "contact_sheet.jpg").unlink(missing_ok=True)
+        return None
+    return write_gallery(out)
+
+
+def collect(out: Path, loaded: Any, maker: Thumbnailer | None = None,
+            page_size: int = PAGE) -> tuple[ViewBook, dict[str, dict[str, Any]]]:
+    """Every record's entry in its views (thumbnails made on the way when `maker` is given), and the issues."""
+    names = loaded.vocab.names
+    issues, sent = E.read_issue_ranks(out), E.read_sent_for_review(out)
+    book = ViewBook(names, {n: loaded.threshold(n) for n in names}, loaded.recipe.tagging.threshold, page_size)
+    for shard, records in shard_records(out):
+        thumbs = maker.shard(shard, [r.key for r in records if r.status == "ok"]) if maker else {}
+        for r in records:
+            book.add(E.make_entry(r, shard, thumbs.get(r.key), issues.get(r.key), r.key in sent))
+    return book, issues
 
 
 def write_gallery(out: Path, thumbnails: bool = True, page_size: int = PAGE) -> dict[str, Any]:
@@ -60,28 +85,21 @@ def write_gallery(out: Path, thumbnails: bool = True, page_size: int = PAGE) -> 
     names = loaded.vocab.names
     manifest = layout.read_json(out / layout.MANIFEST)
     simulated = bool(manifest.get("simulated"))
-    shards = shard_records(out)
-    wanted = {shard: [r.key for r in records if r.status == "ok"] for shard, records in shards}
-    if thumbnails:
-        thumbs, report = update_thumbnails(folder, out, wanted)
-    else:
-        thumbs, report = {}, ThumbReport()
-    issues, sent = E.read_issue_ranks(out), E.read_sent_for_review(out)
-    book = ViewBook(names, {n: loaded.threshold(n) for n in names}, loaded.recipe.tagging.threshold, page_size)
-    for _, records in shards:
-        for r in records:
-            book.add(E.make_entry(r, thumbs.get(r.key), issues.get(r.key), r.key in sent))
+    maker = Thumbnailer(folder, out) if thumbnails else None
+    book, issues = collect(out, loaded, maker, page_size)
+    report = maker.close() if maker else ThumbReport()
     page = page_values(loaded, book, simulated, bool(issues), report)
     titles = view_titles(names)
     meta = {k: page[k] for k in ("title", "simulated", "images", "ok", "failed", "threshold", "has_human",
                                  "failed_by_reason")}
-    meta.update(near=E.NEAR, labels=page["labels"], thresholds={n: loaded.threshold(n) for n in names},
+    meta.update(near=E.NEAR, issue_shown=E.ISSUE_SHOWN, labels=page["labels"],
+                thresholds={n: loaded.threshold(n) for n in names},
                 view_titles={v: titles.get(v, v.replace("failed-", "failed: ")) for v in book.keys})
     written = pages.write_data(folder, book, meta)
     render.copy_assets(folder)
     render.render_index(folder, page)
     label_pages = render.render_labels(folder, book, page)
-    sheet = write_contact_sheet(out, shards, issues, page["title"], simulated)
+    sheet = write_contact_sheet(out, book, page["title"], simulated)
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     summary = {
         "tagllm_version": __version__, "simulated": simulated, "images": page["images"], "ok": page["ok"],
@@ -119,7 +137,8 @@ def page_values(loaded: Any, book: ViewBook, simulated: bool, issues_ranked: boo
             "images": images, "ok": images - failed, "failed": failed, "failed_by_reason": by_reason,
             "reviewed": len(book.keys.get("reviewed", ((), ()))[1]), "threshold": loaded.recipe.tagging.threshold,
             "own_thresholds": len(loaded.thresholds), "has_human": bool(counts.get("with_human")),
-            "with_human": counts.get("with_human", 0), "near": E.NEAR, "labels": labels,
+            "with_human": counts.get("with_human", 0), "near": E.NEAR, "issue_shown": E.ISSUE_SHOWN,
+            "labels": labels,
             "issues_ranked": issues_ranked, "footer": footer}
 
 

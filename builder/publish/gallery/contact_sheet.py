@@ -19,9 +19,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from builder.publish.gallery.entries import machine_labels
-from builder.publish.gallery.images import open_rgb, shard_images
-from builder.records import Record
+from builder.publish.gallery.images import images_of, open_rgb
+from builder.publish.gallery.views import ViewBook
 
 SHEET = "contact_sheet.jpg"
 OPTIONS = "sheet-options.json"  # under gallery/: the choice `tagllm view --sheet-*` made, kept for rebuilds
@@ -30,7 +29,7 @@ FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TT
 MONO = ("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", "/usr/share/fonts/TTF/DejaVuSansMono.ttf")
 COLORS = {"ok": (31, 122, 61), "fp": (179, 38, 30), "miss": (154, 91, 0), "muted": (93, 102, 117),
           "fg": (29, 35, 48), "issue": (107, 78, 0), "sim": (90, 30, 140)}
-ISSUE_SHOWN = 0.5  # an issue rank is drawn for the top issues chosen and for any issue score above this
+ISSUE_SHOWN = 0.5  # an issue rank is drawn for the top issues chosen and for any issue score from this on
 POOL = 4000  # records the seeded choice looks at (a sample of them in a large build)
 
 
@@ -64,49 +63,44 @@ def font(size: int, mono: bool = False) -> tuple[ImageFont.ImageFont, bool]:
     return ImageFont.load_default(size), False
 
 
-def choose(shards: list[tuple[int, list[Record]]], options: SheetOptions,
-           issues: dict[str, dict[str, Any]]) -> tuple[list[tuple[int, Record]], int]:
-    """(shard, record) of the images to show, issues first, then mixed labels; seeded. Also: how many
-    are there as top issues."""
-    ok = [(shard, r) for shard, records in shards for r in records if r.status == "ok"]
-    chosen: list[tuple[int, Record]] = []
-    if options.issues and issues:
-        ranked = sorted((p for p in ok if p[1].key in issues), key=lambda p: -issues[p[1].key]["score"])
-        chosen = ranked[:min(options.issues, options.images)]
+def choose(book: ViewBook, options: SheetOptions) -> tuple[list[dict[str, Any]], int]:
+    """The entries to show: the top label issues first, then a seeded order that mixes labels.
+    Also: how many are there as top issues."""
+    chosen: list[dict[str, Any]] = []
+    if options.issues and "issues" in book.keys:
+        chosen = book.parsed(book.order("issues")[:min(options.issues, options.images)])
     from_issues = len(chosen)
     rng = random.Random(options.seed)
-    pool = rng.sample(ok, min(len(ok), POOL))
-    taken = {r.key for _, r in chosen}
-    shown = {n for _, r in chosen for n in machine_labels(r)}
-    for pair in pool:  # first: images that bring a label not shown yet
+    ok = list(book.ok)
+    pool = book.parsed(rng.sample(ok, min(len(ok), POOL)))
+    taken = {e["key"] for e in chosen}
+    shown = {n for e in chosen for n in e["labels"]}
+    for entry in pool:  # first: images that bring a label not shown yet
         if len(chosen) >= options.images:
             break
-        new = set(machine_labels(pair[1])) - shown
-        if new and pair[1].key not in taken:
-            chosen.append(pair)
-            taken.add(pair[1].key)
+        new = set(entry["labels"]) - shown
+        if new and entry["key"] not in taken:
+            chosen.append(entry)
+            taken.add(entry["key"])
             shown |= new
-    chosen += [p for p in pool if p[1].key not in taken][:options.images - len(chosen)]
+    chosen += [e for e in pool if e["key"] not in taken][:options.images - len(chosen)]
     return chosen, from_issues
 
 
-def _lines(record: Record, issue: dict[str, Any] | None, fancy: bool, width: int,
+def _lines(entry: dict[str, Any], show_issue: bool, fancy: bool, width: int,
            draw: ImageDraw.ImageDraw) -> list[list[tuple[str, str]]]:
     """The text under one image as lines of (text, colour) pieces, wrapped to `width`."""
     yes, no, gap = ("\u2713 ", "\u2717 ", "\u25cb ") if fancy else ("", "x ", "o ")
-    said = machine_labels(record)
-    human = set(record.reference) if record.reference is not None else None
-    pieces = []
-    for name in said:
-        wrong = human is not None and name not in human
-        pieces.append(((no if wrong else yes) + f"{name} {record.scores.get(name, 0):.2f}", "fp" if wrong else "ok"))
-    for name in sorted(human - set(said)) if human is not None else ():
-        pieces.append((gap + name, "miss"))
+    wrong = set(entry.get("false_pos") or ())
+    pieces = [((no if name in wrong else yes) + f"{name} {score or 0:.2f}", "fp" if name in wrong else "ok")
+              for name, score in entry["labels"].items()]
+    pieces += [(gap + name, "miss") for name in entry.get("missed") or ()]
     if not pieces:
         pieces.append(("no label", "muted"))
-    if record.review:
-        pieces.append(("reviewed: " + (", ".join(record.labels) or "no label"), "muted"))
-    if issue:
+    review = entry.get("review") or {}
+    if review.get("status") == "reviewed":
+        pieces.append(("reviewed: " + (", ".join(review.get("labels") or []) or "no label"), "muted"))
+    if show_issue and (issue := entry.get("issue")):
         kind = "human-label" if issue["kind"] == "reference" else "machine-label"
         pieces.append((f"{kind} issue #{issue['rank']} ({issue['score']:.2f})", "issue"))
     small = font(15)[0]
@@ -125,7 +119,7 @@ def _lines(record: Record, issue: dict[str, Any] | None, fancy: bool, width: int
     return lines
 
 
-def render_sheet(tiles: list[tuple[Record, Image.Image | None, dict[str, Any] | None]], title: str,
+def render_sheet(tiles: list[tuple[dict[str, Any], Image.Image | None, bool]], title: str,
                  subtitle: str, simulated: bool, columns: int) -> Image.Image:
     big, small, mono = font(20)[0], font(15)[0], font(13, mono=True)[0]
     fancy = font(15)[1]
@@ -147,7 +141,7 @@ def render_sheet(tiles: list[tuple[Record, Image.Image | None, dict[str, Any] | 
     draw.text((MARGIN, y + 8), title, font=big, fill=COLORS["fg"])
     draw.text((MARGIN, y + 36), subtitle, font=small, fill=COLORS["muted"])
     top = head_h + 30
-    for i, (record, img, issue) in enumerate(tiles):
+    for i, (entry, img, show_issue) in enumerate(tiles):
         x0 = MARGIN + (i % columns) * (TILE_W + GAP)
         y0 = top + (i // columns) * (tile_h + GAP)
         draw.rectangle((x0, y0, x0 + TILE_W - 1, y0 + tile_h - 1), fill=(255, 255, 255), outline=(216, 221, 230))
@@ -155,9 +149,9 @@ def render_sheet(tiles: list[tuple[Record, Image.Image | None, dict[str, Any] | 
         if img is not None:
             sheet.paste(img, (x0 + (TILE_W - img.width) // 2, y0 + 1 + (IMAGE_H - img.height) // 2))
         ty = y0 + IMAGE_H + 6
-        draw.text((x0 + 8, ty), record.key[:40], font=mono, fill=COLORS["muted"])
+        draw.text((x0 + 8, ty), entry["key"][:40], font=mono, fill=COLORS["muted"])
         ty += key_h
-        for line in _lines(record, issue, fancy, TILE_W - 16, draw):
+        for line in _lines(entry, show_issue, fancy, TILE_W - 16, draw):
             tx = x0 + 8
             for text, color in line:
                 draw.text((tx, ty), text, font=small, fill=COLORS[color])
@@ -169,33 +163,30 @@ def render_sheet(tiles: list[tuple[Record, Image.Image | None, dict[str, Any] | 
     return sheet
 
 
-def write_contact_sheet(out: Path, shards: list[tuple[int, list[Record]]], issues: dict[str, dict[str, Any]],
-                        title: str, simulated: bool, options: SheetOptions | None = None) -> dict[str, Any] | None:
+def write_contact_sheet(out: Path, book: ViewBook, title: str, simulated: bool,
+                        options: SheetOptions | None = None) -> dict[str, Any] | None:
     """OUT/contact_sheet.jpg; None (and any old sheet removed) when no image is ok."""
     options = options or load_options(out / "gallery")
-    chosen, from_issues = choose(shards, options, issues)
+    chosen, from_issues = choose(book, options)
     path = Path(out) / SHEET
     if not chosen:
         path.unlink(missing_ok=True)
         return None
-    box = (TILE_W - 2, IMAGE_H)
     wanted: dict[int, set[str]] = {}
-    for shard, r in chosen:
-        wanted.setdefault(shard, set()).add(r.key)
+    for e in chosen:
+        wanted.setdefault(e["shard"], set()).add(e["key"])
     images: dict[str, Image.Image] = {}
-    for shard, keys in wanted.items():
-        for key, data in shard_images(Path(out), shard, keys):
-            try:
-                images[key] = open_rgb(data, box)
-            except (OSError, ValueError, SyntaxError):
-                continue
-    ok = sum(1 for _, records in shards for r in records if r.status == "ok")
-    top = {r.key for _, r in chosen[:from_issues]}
-    shown = {k: v for k, v in issues.items() if k in top or v["score"] >= ISSUE_SHOWN}
-    subtitle = f"{len(chosen)} of {ok} labeled images (seed {options.seed}" + \
+    for key, data in images_of(Path(out), wanted):
+        try:
+            images[key] = open_rgb(data, (TILE_W - 2, IMAGE_H))
+        except (OSError, ValueError, SyntaxError):
+            continue
+    top = {e["key"] for e in chosen[:from_issues]}
+    tiles = [(e, images.get(e["key"]), e["key"] in top or (e.get("issue") or {}).get("score", 0) >= ISSUE_SHOWN)
+             for e in chosen]
+    subtitle = f"{len(chosen)} of {len(book.ok)} labeled images (seed {options.seed}" + \
         (f"; the top {from_issues} label issues first)" if from_issues else ")")
-    sheet = render_sheet([(r, images.get(r.key), shown.get(r.key)) for _, r in chosen], title, subtitle,
-                         simulated, options.columns)
+    sheet = render_sheet(tiles, title, subtitle, simulated, options.columns)
     sheet.save(path, "JPEG", quality=88, subsampling=0, optimize=True)  # 4:4:4 keeps the text crisp
     return {"path": SHEET, "images": len(chosen), "from_issues": from_issues, "seed": options.seed,
             "size": list(sheet.size), "bytes": path.stat().st_size}

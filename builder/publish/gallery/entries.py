@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from builder.publish.corrections import ISSUES_DIR, REVIEW_DIR
 from builder.records import Record
 
+ISSUE_SHOWN = 0.3  # tiles show an issue badge from this issue score on (every image gets a rank)
 NEAR = 0.15  # a score within this of its label's threshold is "near the threshold" (as `tagllm issues`)
 LABEL_STUDIO_TASKS = f"{REVIEW_DIR}/label-studio/tasks.json"
 
@@ -57,9 +58,10 @@ def machine_labels(record: Record) -> list[str]:
     return list(record.labels)
 
 
-def make_entry(record: Record, thumb: str | None, issue: dict[str, Any] | None, sent: bool) -> dict[str, Any]:
+def make_entry(record: Record, shard: int, thumb: str | None, issue: dict[str, Any] | None,
+               sent: bool) -> dict[str, Any]:
     """A record's entry; the view book numbers it (`n`, its position in source order)."""
-    entry: dict[str, Any] = {"n": -1, "key": record.key, "status": record.status, "thumb": thumb}
+    entry: dict[str, Any] = {"n": -1, "key": record.key, "shard": shard, "status": record.status, "thumb": thumb}
     if record.status != "ok":
         entry.update(error=record.error or "unknown", detail=(record.detail or "")[:300])
         return entry

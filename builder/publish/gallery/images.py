@@ -23,6 +23,7 @@ from builder.publish.writers.webdataset import member_key
 THUMB_SIZE = 256  # longest side, pixels: sharp at 2x in the gallery's 128-px-high rows
 THUMB_QUALITY = 80
 BATCH = 32
+ORIENTATION = 0x0112  # the EXIF tag
 
 
 def hf_shard_file(out: Path, shard: int) -> Path | None:
@@ -61,25 +62,23 @@ def images_of(out: Path, wanted: dict[int, set[str]]) -> Iterator[tuple[str, byt
 
 def make_thumbnail(data: bytes, size: int = THUMB_SIZE) -> bytes:
     """A JPEG no larger than size x size; raises OSError/ValueError on an unreadable image."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with Image.open(io.BytesIO(data)) as img:
-            img.draft("RGB", (size, size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale directly
-            img = ImageOps.exif_transpose(img)
-            img = _rgb(img)
-            img.thumbnail((size, size), Image.Resampling.LANCZOS)
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=THUMB_QUALITY, optimize=True)
+    img = open_rgb(data, (size, size))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=THUMB_QUALITY, optimize=True)
     return buf.getvalue()
 
 
 def open_rgb(data: bytes, box: tuple[int, int]) -> Image.Image:
-    """The image upright and in RGB, fitted into `box` (for the contact sheet)."""
+    """The image upright and in RGB, fitted into `box` (thumbnails, the contact sheet)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         img = Image.open(io.BytesIO(data))
-        img.draft("RGB", box)
-        img = _rgb(ImageOps.exif_transpose(img))
+        scale = min(box[0] / img.width, box[1] / img.height, 1.0)
+        # JPEG: the decoder scales by 1/2, 1/4 or 1/8 while decoding, down to no less than the fitted size
+        img.draft("RGB", (max(1, int(img.width * scale)), max(1, int(img.height * scale))))
+        if img.getexif().get(ORIENTATION, 1) != 1:
+            img = ImageOps.exif_transpose(img)
+        img = _rgb(img)
         img.thumbnail(box, Image.Resampling.LANCZOS)
     return img
 

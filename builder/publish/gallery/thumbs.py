@@ -40,38 +40,44 @@ class ThumbReport:
     bytes: int = 0
 
 
-def update_thumbnails(folder: Path, out: Path, wanted: dict[int, list[str]], workers: int | None = None,
-                      extra: Iterator[tuple[str, bytes]] | None = None) -> tuple[dict[str, str], ThumbReport]:
-    """Make the missing thumbnails of `wanted` ({shard: ok keys}); remove those of keys gone.
+class Thumbnailer:
+    """Makes the missing thumbnails shard by shard, then removes those no key points at any more."""
 
-    Returns {key: thumbnail path relative to `folder`} for every key that has one.
-    """
-    start = time.perf_counter()
-    report = ThumbReport()
-    names = {key: thumb_name(key) for keys in wanted.values() for key in keys}
-    missing: dict[int, set[str]] = {}
-    for shard, keys in wanted.items():
-        todo = {k for k in keys if not (folder / names[k]).is_file()}
-        report.kept += len(keys) - len(todo)
-        if todo:
-            missing[shard] = todo
-    have = {k: n for k, n in names.items() if not any(k in m for m in missing.values())}
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow decodes and resizes without the GIL
-        for key, thumb in _made(pool, images_of(out, missing), workers * 8):
-            if thumb is None:
-                report.unreadable.append(key)
-                continue
-            path = folder / names[key]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(thumb)
-            have[key] = names[key]
-            report.made += 1
-    report.removed = _prune(folder / THUMBS, set(names.values()))
-    sizes = [p.stat().st_size for p in (folder / THUMBS).rglob("*.jpg")] if (folder / THUMBS).is_dir() else []
-    report.files, report.bytes = len(sizes), sum(sizes)
-    report.seconds = round(time.perf_counter() - start, 3)
-    return have, report
+    def __init__(self, folder: Path, out: Path, workers: int | None = None):
+        self.folder, self.out = folder, out
+        self.report = ThumbReport()
+        self.names: set[str] = set()
+        self._start = time.perf_counter()
+        self._pool = ThreadPoolExecutor(max_workers=workers or max(1, min(4, os.cpu_count() or 1)))
+
+    def shard(self, shard: int, keys: list[str]) -> dict[str, str]:
+        """{key: thumbnail path relative to the gallery} of this shard's ok keys that have one."""
+        names = {key: thumb_name(key) for key in keys}
+        self.names.update(names.values())
+        todo = {k for k, n in names.items() if not (self.folder / n).is_file()}
+        self.report.kept += len(keys) - len(todo)
+        have = {k: n for k, n in names.items() if k not in todo}
+        if todo:  # Pillow decodes and resizes without the GIL, so threads run in parallel
+            for key, thumb in _made(self._pool, images_of(self.out, {shard: todo}), self._pool._max_workers * 8):
+                if thumb is None:
+                    self.report.unreadable.append(key)
+                    continue
+                path = self.folder / names[key]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(thumb)
+                have[key] = names[key]
+                self.report.made += 1
+        return have
+
+    def close(self) -> ThumbReport:
+        self._pool.shutdown()
+        report = self.report
+        report.removed = _prune(self.folder / THUMBS, self.names)
+        sizes = [p.stat().st_size for p in (self.folder / THUMBS).rglob("*.jpg")] \
+            if (self.folder / THUMBS).is_dir() else []
+        report.files, report.bytes = len(sizes), sum(sizes)
+        report.seconds = round(time.perf_counter() - self._start, 3)
+        return report
 
 
 def _made(pool: ThreadPoolExecutor, images: Iterator[tuple[str, bytes]],

@@ -54,6 +54,7 @@ class ViewBook:
     texts: list[str] = field(default_factory=list)
     keys: dict[str, tuple[array, array]] = field(default_factory=dict)
     roles: dict[str, array] = field(default_factory=dict)  # label views: ROLE bits per member
+    ok: array = field(default_factory=lambda: array("q"))  # entry numbers of the ok records
     counts: dict[str, Any] = field(default_factory=lambda: defaultdict(int))
 
     def __post_init__(self) -> None:
@@ -76,6 +77,7 @@ class ViewBook:
             self._put(f"failed-{entry['error']}", n, n)
             self.counts["failed"] += 1
             return
+        self.ok.append(n)
         for name in involved_labels(entry):
             if name in self._ids:
                 view = f"label-{self._ids[name]}"

@@ -181,7 +181,7 @@
       } else if (e.review) {
         cap.appendChild(el("span", "badge review", "sent for review"));
       }
-      if (e.issue) {
+      if (e.issue && e.issue.score >= meta.issue_shown) {
         const kind = e.issue.kind === "reference" ? "human-label" : "machine-label";
         const b = el("span", "badge issue", kind + " issue #" + e.issue.rank + " \u00b7 " + e.issue.score.toFixed(2));
         b.title = e.issue.kind + " labels: " + e.issue.why; cap.appendChild(b);
