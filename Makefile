@@ -14,9 +14,13 @@ LS_VENV ?= .cache/label-studio/venv
 LS_PY := $(LS_VENV)/bin/python
 LS_STAMP := $(LS_VENV)/.installed-ls1.23-sdk2.1
 REVIEW_OUT ?= out/review-demo
+# FiftyOne (for the export's test) lives in its own cached venv too; Chromium comes from Debian
+FO_VENV ?= .cache/fiftyone/venv
+FO_STAMP := $(FO_VENV)/.installed-fo1.22
+VIEW_OUT ?= out/view-demo
 BUDGET ?= 8
 
-.PHONY: demo test test-slow test-ray test-real test-sglang lint bench gpu-smoke install clean label-studio review-demo reproduce reproduce-coco
+.PHONY: demo view-demo docs-images chromium fiftyone test test-slow test-ray test-real test-sglang lint bench gpu-smoke install clean label-studio review-demo reproduce reproduce-coco
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,9 +48,35 @@ demo: $(DEMO_STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
-test-slow: $(STAMP) $(LS_STAMP)
+test-slow: $(STAMP) $(LS_STAMP) $(FO_STAMP) chromium
 	$(PIP) install -q -e '.[ray]' 'sglang-router==0.3.2'
-	TAGLLM_LABEL_STUDIO_PYTHON=$(abspath $(LS_PY)) $(VENV)/bin/pytest -q -m slow
+	TAGLLM_LABEL_STUDIO_PYTHON=$(abspath $(LS_PY)) TAGLLM_FIFTYONE_PYTHON=$(abspath $(FO_VENV))/bin/python \
+	    $(VENV)/bin/pytest -q -m slow
+
+# Debian's Chromium for the gallery's browser tests (installed once, as root)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get install -y -q chromium fonts-dejavu-core || \
+	    { apt-get update -q && apt-get install -y -q chromium fonts-dejavu-core; }; }
+
+$(FO_STAMP):
+	$(PYTHON) -m venv $(FO_VENV)
+	$(FO_VENV)/bin/pip install -q --upgrade pip
+	$(FO_VENV)/bin/pip install -q 'fiftyone>=1.22,<1.23'
+	touch $(FO_STAMP)
+
+fiftyone: $(FO_STAMP)
+
+# Build the demo, rank its label issues, and open its gallery (served on 127.0.0.1; Ctrl-C stops)
+view-demo: $(DEMO_STAMP)
+	$(PIP) install -q -e '.[eval,review]'
+	$(VENV)/bin/tagllm build recipes/demo.yaml --out $(VIEW_OUT) --overwrite --no-progress
+	$(VENV)/bin/tagllm issues $(VIEW_OUT)
+	$(VENV)/bin/tagllm view $(VIEW_OUT) $(if $(NO_SERVE),--no-serve)
+
+# The README's pictures (docs/gallery.png, docs/contact_sheet.png), made from the demo by the commands above
+docs-images: chromium
+	$(MAKE) view-demo NO_SERVE=1
+	$(PY) -m builder.dev.chromium $(VIEW_OUT) --docs docs
 
 $(LS_STAMP):
 	$(PYTHON) -m venv $(LS_VENV)

@@ -19,6 +19,7 @@ from builder.cli import (
     review,
     train,
 )
+from builder.cli.view import export, view
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -30,7 +31,7 @@ def main() -> None:
 for command in (build.build, build.finalize, build.relabel, build.retry_failed, calibrate.calibrate, analyze.inspect,
                 analyze.eval_command, analyze.compare, train.train, train.compare_training_command,
                 publish.push, publish.card, dev.serve_sim, dev.dev, recipe.recipe, engines.engines, author.vocab,
-                author.concepts, author.init, review.issues, review.review, reproduce.reproduce):
+                author.concepts, author.init, review.issues, review.review, reproduce.reproduce, view, export):
     main.add_command(command)
 author.vocab.add_command(hierarchy.vocab_from_hierarchy)  # `tagllm vocab from-hierarchy`
 

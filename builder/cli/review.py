@@ -35,6 +35,7 @@ def issues(out: Path, reference: str | None, others: tuple[Path, ...], report_di
     _issues_lib()
     from builder.analysis.issues_report import run_issues
     from builder.publish.card import write_card
+    from builder.publish.gallery import after_build
 
     result = run_issues(out, reference, others, report_dir)
     s = result["summary"]
@@ -44,6 +45,7 @@ def issues(out: Path, reference: str | None, others: tuple[Path, ...], report_di
                    "top: " + ", ".join(f"{r['key']} ({r['issue_score']:.2f})" for r in top))
     click.echo("report: " + ", ".join(result["written"].values()))
     if report_dir is None:
+        after_build(out)  # issue ranks in the gallery, top issues on the contact sheet
         write_card(out)  # the card links the report
     if s["simulated"]:
         click.echo(SIM_BANNER)

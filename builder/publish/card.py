@@ -16,6 +16,7 @@ from builder.method.verify import verify_question
 from builder.prompts.constraints import format_subset
 from builder.publish import layout
 from builder.publish.corrections import review_summary
+from builder.publish.gallery import card_info
 from builder.publish.stats import top_pairs
 from builder.recipe.model import LoadedRecipe, load_recipe
 
@@ -143,6 +144,7 @@ def render_card(out: Path, template: Path | None = None, repo_id: str | None = N
         "thresholds_tuning": _thresholds_tuning(loaded),
         "review": review_summary(stats, out),
         "disk": disk_usage(out),
+        "gallery": card_info(out),
     }
     return _template(template).render(**values)
 

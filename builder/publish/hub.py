@@ -8,7 +8,7 @@ from typing import Any
 from builder.errors import RunError, UserError
 from builder.publish import layout
 
-UPLOAD = ["README.md", "recipe.yaml", "concepts.yaml", "stats.json", "manifest.json",
+UPLOAD = ["README.md", "contact_sheet.jpg", "recipe.yaml", "concepts.yaml", "stats.json", "manifest.json",
           "data/*.parquet", "webdataset/*.tar", "index/*", "eval/*", "issues/*"]
 NEVER = ["cache.sqlite*", "**/.*", ".*", "train/*"]  # raw traffic, temp files, checkpoints: not data
 

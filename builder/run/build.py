@@ -217,6 +217,7 @@ def complete_output(out: Path, loaded: LoadedRecipe, shards: int, manifest: dict
 def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Totals, cost and the card, from the shard stats on disk (also used after relabel / retry)."""
     from builder.publish.card import write_card
+    from builder.publish.gallery import after_build
 
     shard_stats = [layout.read_json(layout.shard_stats_path(out, s)) for s in layout.completed_shards(out)]
     stats = merge(shard_stats)
@@ -227,6 +228,7 @@ def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any]
                                 gpu_count(loaded, engine_info or {}))
     stats["engine"] = engine_info or {}
     layout.write_json(out / layout.STATS, stats)
+    after_build(out)  # gallery/ and the contact sheet the card shows
     write_card(out, loaded=loaded, stats=stats)
     return stats
 
