@@ -30,11 +30,12 @@ from builder.recipe.kinds import FORMATS, HTTP_APIS, STRATEGIES, engine_choices
 @click.option("--address", help="--runner ray: cluster address (e.g. ray://head:10001 or auto); default a local one.")
 @click.option("--workers", type=int, help="--runner ray: shard workers (default: one per GPU / server).")
 @click.option("--part", metavar="I/N", help="Array jobs: tag only shards k with k % N == I; then `tagllm finalize`.")
+@click.option("--wait", is_flag=True, help="Another build writes into the output folder: wait for it, not refuse.")
 @handle_errors
 def build(recipe: Path, engine: str | None, model: str | None, servers: tuple[str, ...], api: str | None,
           strategy: str | None, limit: int | None, out: str | None, formats: tuple[str, ...],
           sets: tuple[str, ...], overwrite: bool, no_progress: bool, runner: str, address: str | None,
-          workers: int | None, part: str | None) -> None:
+          workers: int | None, part: str | None, wait: bool) -> None:
     """Build a labeled dataset from RECIPE; rerun the same command to resume.
 
     \b
@@ -51,7 +52,7 @@ def build(recipe: Path, engine: str | None, model: str | None, servers: tuple[st
 
     loaded = load_recipe(recipe, build_overrides(engine, model, servers, api, limit, out, formats, strategy, sets))
     builder = make_builder(loaded, Path(loaded.recipe.output.dir), runner, part, address, workers,
-                           overwrite=overwrite, progress=not no_progress)
+                           overwrite=overwrite, progress=not no_progress, wait=wait)
     if builder.check().simulated:
         click.echo(SIM_BANNER, err=True)
     result = builder.run()

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from builder.errors import RunError, UserError
+from builder.errors import RunError, UserError, os_failure
 
 SIM_BANNER = ("SIMULATED ENGINE: labels are the source's human labels plus seeded noise, not model output. "
               "Use them to test the pipeline only.")
@@ -26,6 +26,12 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (UserError, RunError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:  # a full disk, no permission, ...: one line naming the path; else the traceback
+            problem = os_failure(exc, "the output")
+            if problem is None:
+                raise
+            click.echo(f"error: {problem}", err=True)
+            sys.exit(problem.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted: finished shards and cached answers are kept; rerun to resume", err=True)
             sys.exit(130)

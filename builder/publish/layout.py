@@ -12,6 +12,7 @@ OUT/  (what a build writes; shard-00000 is shard 0 of n)
   index/shard-00000.stats.json  per-shard counts; written last, it marks the shard complete
   webdataset/shard-00000.tar    {key}.jpg original bytes (any format) + {key}.json record
   data/train-00000-of-00003.parquet   Hugging Face layout: image, ClassLabel labels, scores, ...
+  .tagllm.lock                  the writer lock while a build runs (builder.run.lock); gone after it
 Later commands add eval/ (`tagllm eval`), issues/ (`tagllm issues`) and review/corrections.jsonl
 (`tagllm review import`).
 """
@@ -39,6 +40,25 @@ CACHE = "cache.sqlite"
 INDEX_DIR = "index"
 WDS_DIR = "webdataset"
 HF_DIR = "data"
+PARTS_DIR = "parts"  # parts/part-I-of-N.json: what a `--part` build did (builder.run.parts)
+LOCK = ".tagllm.lock"  # the writer lock (builder.run.lock); parts add .tagllm.part-I-of-N.lock
+
+
+def is_lock(name: str) -> bool:
+    return name.startswith(".tagllm.") and name.endswith(".lock")
+
+
+def clear_folder(out: Path) -> None:
+    """Delete everything in `out` but its lock files (held by this build while it clears)."""
+    import shutil
+
+    for path in out.iterdir():
+        if is_lock(path.name):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def shard_name(index: int) -> str:
@@ -79,8 +99,22 @@ def write_json(path: Path, data: Any) -> None:
     """Write under a temporary name of this process and rename, so a reader never sees half a file
     (parts write the manifest at the same time; a temporary name of a dead process is a leftover)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str), encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: leave no half-written temporary file behind
+        raise
+
+
+def recorded_runs(out: Path, manifest: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The [started, finished] spans of the runs that made the folder: the manifest's, then each part's."""
+    if manifest is None:
+        manifest = read_json(out / MANIFEST) if (out / MANIFEST).is_file() else {}
+    runs = list(manifest.get("runs") or [])
+    for marker in sorted((out / PARTS_DIR).glob("part-*.json")):
+        runs += read_json(marker).get("runs") or []
+    return runs
 
 
 def require_output(out: Path) -> Path:

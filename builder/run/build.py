@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
-import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from builder.ask.cache_files import merge_caches, open_cache
 from builder.engines.base import Engine
 from builder.engines.references import source_references
 from builder.engines.registry import open_engine
-from builder.errors import RunError, UserError
+from builder.errors import RunError, UserError, os_failure
 from builder.method import TaggingContext
 from builder.publish import corrections, layout
 from builder.publish.cost import cost_report
@@ -31,6 +34,7 @@ from builder.publish.stats import merge
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
 from builder.run import preflight
+from builder.run.lock import output_lock, writing_now
 from builder.run.progress import Reporter
 from builder.run.shards import ShardChoice, remove_leftovers
 from builder.run.tagging import Tagging, gpu_count, tag_shards
@@ -51,8 +55,11 @@ class BuildResult:
 
 
 def _check_out(out: Path, digest: str, overwrite: bool, adopt: bool = False,
-               loaded: LoadedRecipe | None = None) -> dict[str, Any] | None:
-    """Check the output folder (read only); return the manifest of an earlier run to resume, or None."""
+               loaded: LoadedRecipe | None = None,
+               ignore: Callable[[str], bool] = layout.is_lock) -> dict[str, Any] | None:
+    """Check the output folder (read only); return the manifest of an earlier run to resume, or None.
+
+    Entries `ignore` accepts (lock files) do not make a folder "not empty"."""
     manifest_path = out / layout.MANIFEST
     if manifest_path.is_file():
         manifest = layout.read_json(manifest_path)
@@ -64,7 +71,7 @@ def _check_out(out: Path, digest: str, overwrite: bool, adopt: bool = False,
             raise RunError(f"{out}: was built from a different recipe; pass --overwrite to start over "
                            "or choose another --out")
         return manifest
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(not ignore(p.name) for p in out.iterdir()):
         raise RunError(f"{out}: exists, is not empty and is not a tagllm output; choose another --out")
     return None
 
@@ -94,7 +101,7 @@ class Builder:
 
     def __init__(self, loaded: LoadedRecipe, out: Path, engine: Engine | None = None,
                  overwrite: bool = False, progress: bool = True, window: int | None = None,
-                 adopt: bool = False):
+                 adopt: bool = False, wait: bool = False):
         self.loaded = loaded
         self.recipe = loaded.recipe
         self.out = Path(out)
@@ -107,6 +114,20 @@ class Builder:
         self.tagging: Tagging | None = None  # set once the engine runs; knows the shards tagged this run
         self.part: tuple[int, int] | None = None  # (I, N): tag only shards k with k % N == I
         self.cache_name: str | None = None  # a worker's own cache file under OUT/caches/
+        self.wait = wait  # another build holds the folder: wait for it instead of refusing
+        self.remove_empty = False  # an input error emptied a new folder: remove it once the lock is gone
+        self.by: str | None = None  # who tags, named in shard stats (a part)
+        self.started = 0.0  # epoch seconds when this run got the folder's lock
+
+    def run_span(self) -> dict[str, Any]:
+        """This run from its start (the lock taken) to now, for the build's figures (`stats.timing`)."""
+        span = {"started": round(self.started, 3), "finished": round(time.time(), 3)}
+        return {**span, "by": self.by} if self.by else span
+
+    @staticmethod
+    def _ignore(name: str) -> bool:
+        """Entries of a folder that do not make it "not empty" (another part may be creating it)."""
+        return layout.is_lock(name)
 
     def digest(self) -> str:
         return self.loaded.digest() + f"-{self.recipe.output.samples_per_shard}"
@@ -119,7 +140,9 @@ class Builder:
             engine = self._engine or open_engine(self.recipe.engine, self.loaded.vocab,
                                                  references=functools.partial(source_references, self.loaded))
             source = open_source(self.recipe.source, self.loaded.vocab, self.loaded.base_dir)
-            earlier = _check_out(self.out, digest, self.overwrite, self.adopt, self.loaded)
+            # While another build writes here its files may be half made: the locked run checks them.
+            earlier = None if writing_now(self.out) else _check_out(self.out, digest, self.overwrite, self.adopt,
+                                                                     self.loaded, self._ignore)
             first = preflight.peek(source)
             if engine.simulated and not self.adopt and not self.recipe.engine.simulation.allow_unlabeled:
                 preflight.refuse_simulation_without_labels(first, self.recipe.source.path)
@@ -127,15 +150,45 @@ class Builder:
         return self.checked.engine
 
     def run(self) -> BuildResult:
-        """Check everything, start the engine, then write; input errors leave nothing behind."""
+        """Lock the folder, check everything, start the engine, then write; input errors leave nothing behind."""
+        existed = self.out.exists()
+        try:
+            try:
+                with self._locked():
+                    self.started = time.time()
+                    return self._locked_run()
+            finally:  # a folder made for the lock alone, or emptied after an input error, goes too
+                if (self.remove_empty or not existed) and self.out.is_dir() and not any(self.out.iterdir()):
+                    self.out.rmdir()
+        except (OSError, sqlite3.OperationalError) as exc:  # a full disk, no permission, too many files
+            where = self.out / layout.CACHE if isinstance(exc, sqlite3.Error) else self.out
+            problem = os_failure(exc, where, "rerun the same command (it resumes)")
+            if problem is None:
+                raise
+            raise problem from exc
+
+    def _locked(self) -> AbstractContextManager[None]:
+        """The output folder's writer lock (exclusive; a part takes its own, see `PartBuilder`)."""
+        return output_lock(self.out, wait=self.wait)
+
+    def _recheck(self) -> Checked:
+        """`check` under the lock: what the folder holds now (another build may have finished in it)."""
         self.check()
+        checked = self.checked
+        assert checked is not None
+        checked.earlier = _check_out(self.out, checked.digest, self.overwrite, self.adopt, self.loaded, self._ignore)
+        return checked
+
+    def _locked_run(self) -> BuildResult:
+        checked = self._recheck()
         fresh = self.overwrite or not (self.out / layout.MANIFEST).is_file()
         before = {} if fresh else preflight.earlier_status(self.out)
         try:
-            result = asyncio.run(self._main(self.checked))
+            result = asyncio.run(self._main(checked))
         except UserError:
             if fresh and not self._tagged() and self.out.exists():
-                shutil.rmtree(self.out)  # an input error before any item was tagged: leave no folder
+                layout.clear_folder(self.out)  # an input error before any item was tagged: leave no folder
+                self.remove_empty = True
             raise
         if before:
             result.rerun = preflight.rerun_counts(self.out, before, self._tagged())
@@ -153,6 +206,7 @@ class Builder:
             cache = open_cache(self.out, self.cache_name)
             try:
                 self.tagging = Tagging.open(self.loaded, self.out, engine, cache, checked.ctx, started, self.window)
+                self.tagging.by = self.by
                 reporter = Reporter(total=checked.source.total(), show=self.progress,
                                     requests=self.tagging.asker.counts)
                 try:
@@ -174,7 +228,7 @@ class Builder:
         """Create (or clear) the folder, save the resolved recipe, write the manifest as running."""
         kept = corrections.read_kept(self.out)  # human corrections outlive --overwrite
         if self.overwrite and self.out.exists():
-            shutil.rmtree(self.out)
+            layout.clear_folder(self.out)  # not the lock: this build holds it
         self.out.mkdir(parents=True, exist_ok=True)
         corrections.write_kept(self.out, kept)
         save_recipe(self.loaded, self.out)
@@ -186,13 +240,17 @@ class Builder:
             "samples_per_shard": self.recipe.output.samples_per_shard,
             "vocabulary": {"name": self.loaded.vocab.name, "digest": self.loaded.vocab.digest()},
             "concepts_digest": self.loaded.concepts.digest(),
+            "runs": (checked.earlier or {}).get("runs", []),  # earlier runs' spans (this one's added at its end)
         }
         layout.write_json(self.out / layout.MANIFEST, manifest)
         return manifest
 
     def _complete(self, manifest: dict[str, Any], shards: int, skipped: int, sent: int,
                   engine_info: dict[str, Any]) -> BuildResult:
-        """Totals, card and the manifest marked complete (a part leaves this to `tagllm finalize`)."""
+        """Totals, card and the manifest marked complete (a part leaves this to `tagllm finalize`).
+
+        Runs that rewrote every shard (a relabel, a first build) drop the earlier runs' spans."""
+        manifest["runs"] = [*(manifest.get("runs", []) if skipped else []), self.run_span()]
         stats = complete_output(self.out, self.loaded, shards, manifest, preflight.portable_engine(engine_info))
         return BuildResult(self.out, stats, shards, skipped, sent, self.checked.engine.simulated, engine_info)
 
@@ -208,19 +266,20 @@ def complete_output(out: Path, loaded: LoadedRecipe, shards: int, manifest: dict
         writer.finalize(list(range(shards)))
     merge_caches(out)  # answers of parts or Ray workers, of this run or an earlier one
     remove_leftovers(out)
-    stats = finalize_output(out, loaded, engine_info)
+    stats = finalize_output(out, loaded, engine_info, layout.recorded_runs(out, manifest))
     manifest.update(status="complete", finished=_now(), shards=shards)
     layout.write_json(out / layout.MANIFEST, manifest)
     return stats
 
 
-def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Totals, cost and the card, from the shard stats on disk (also used after relabel / retry)."""
+def finalize_output(out: Path, loaded: LoadedRecipe, engine_info: dict[str, Any] | None = None,
+                    runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Totals, cost and the card, from the shard stats and the runs' spans (default: those on disk)."""
     from builder.publish.card import write_card
     from builder.publish.gallery import after_build
 
     shard_stats = [layout.read_json(layout.shard_stats_path(out, s)) for s in layout.completed_shards(out)]
-    stats = merge(shard_stats)
+    stats = merge(shard_stats, layout.recorded_runs(out) if runs is None else runs)
     c = loaded.recipe.cost
     if engine_info is None and (out / layout.MANIFEST).is_file():
         engine_info = layout.read_json(out / layout.MANIFEST).get("engine")

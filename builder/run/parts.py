@@ -10,19 +10,20 @@ the same folder one process would have written.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from builder.engines.base import Engine
 from builder.errors import RunError, UserError
 from builder.publish import layout
 from builder.publish.stats import merge
 from builder.recipe.model import LoadedRecipe, load_recipe
 from builder.run.build import Builder, BuildResult, complete_output
+from builder.run.lock import output_lock
 from builder.run.shards import part_of
 from builder.sources import open_source
 
-PARTS_DIR = "parts"
+PARTS_DIR = layout.PARTS_DIR
 # Entries a part may find in a fresh output folder that another part is creating at the same time.
 _LAYOUT = {layout.MANIFEST, layout.RECIPE, layout.CONCEPTS, layout.CACHE, layout.INDEX_DIR, layout.WDS_DIR,
            layout.HF_DIR, PARTS_DIR, "caches"}
@@ -41,16 +42,26 @@ class PartBuilder(Builder):
         super().__init__(loaded, out, **kwargs)
         self.part = part
         self.cache_name = f"part-{part[0]:05d}-of-{part[1]:05d}"
+        self.by = f"part {part[0]}/{part[1]}"
 
-    def check(self) -> Engine:
+    @staticmethod
+    def _ignore(name: str) -> bool:
+        return name.startswith(".") or name in _LAYOUT  # lock and temporary files, what parts write
+
+    def _locked(self) -> AbstractContextManager[None]:
+        """The folder's lock shared with the other parts, and this part's own exclusively."""
+        return output_lock(self.out, wait=self.wait, part=self.part,
+                           what="wait for that part (or pass --wait); parts differ in I of --part I/N")
+
+    def _locked_run(self) -> BuildResult:
         self._claim()
-        return super().check()
+        return super()._locked_run()
 
     def _claim(self) -> None:
         """Write the manifest first when the folder is new, so parts starting together accept each other."""
         if (self.out / layout.MANIFEST).is_file():
             return
-        if self.out.exists() and any(not p.name.startswith(".") and p.name not in _LAYOUT for p in self.out.iterdir()):
+        if self.out.exists() and any(not self._ignore(p.name) for p in self.out.iterdir()):
             raise RunError(f"{self.out}: exists, is not empty and is not a tagllm output; choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
         layout.write_json(self.out / layout.MANIFEST, {"recipe_digest": self.digest(), "status": "running"})
@@ -60,10 +71,14 @@ class PartBuilder(Builder):
         mine = [k for k in range(shards) if part_of(k, self.part)]
         marker = part_marker(self.out, self.part)
         marker.parent.mkdir(exist_ok=True)
+        earlier = layout.read_json(marker).get("runs", []) if marker.is_file() and skipped else []
+        runs = [*earlier, self.run_span()]
         layout.write_json(marker, {"part": self.part[0], "parts": self.part[1], "shards": mine, "total": shards,
-                                   "host": os.uname().nodename if hasattr(os, "uname") else ""})
+                                   "host": os.uname().nodename if hasattr(os, "uname") else "", "runs": runs})
         done = set(layout.completed_shards(self.out))
-        stats = merge(layout.read_json(layout.shard_stats_path(self.out, k)) for k in mine if k in done)
+        stats = merge((layout.read_json(layout.shard_stats_path(self.out, k)) for k in mine if k in done), runs)
+        stats.update(images_per_second=round(stats["images"] / stats["wall_seconds"], 3)
+                     if stats["wall_seconds"] > 0 else 0.0)
         return BuildResult(self.out, stats, len(mine), skipped, sent, self.checked.engine.simulated, engine_info)
 
 
@@ -85,8 +100,13 @@ def missing_shards(out: Path, total: int) -> list[int]:
 
 
 def finalize(out: Path) -> BuildResult:
-    """Check that every shard is complete, then write what one process writes at its end."""
+    """Check that every shard is complete, then write what one process writes at its end (no part may run)."""
     out = layout.require_output(Path(out))
+    with output_lock(out, what="finalize once every part has finished"):
+        return _finalize(out)
+
+
+def _finalize(out: Path) -> BuildResult:
     manifest = layout.read_json(out / layout.MANIFEST)
     loaded = load_recipe(out / layout.RECIPE, [])
     total = shard_total(out, loaded)

@@ -74,6 +74,7 @@ class ShardWorker:
                 cache = open_cache(self.out, f"worker-{self.slot:03d}")
                 tagging = Tagging.open(self.loaded, self.out, engine, cache, TaggingContext(self.loaded),
                                        engine.describe(), self.window)
+                tagging.by = f"worker {self.slot}"
                 self.ready = (tagging, open_source(recipe.source, self.loaded.vocab, self.loaded.base_dir))
         return self.ready
 
@@ -113,9 +114,9 @@ class RayBuilder(Builder):
         self.sent = 0
         self.timing: dict[str, float] = {}  # seconds: workers starting, then shards being tagged
 
-    def run(self) -> BuildResult:
+    def _locked_run(self) -> BuildResult:
         ray = import_ray()
-        self.check()
+        checked = self._recheck()
         started_here = not ray.is_initialized()
         if started_here:
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
@@ -124,7 +125,7 @@ class RayBuilder(Builder):
                                object_store_memory=200 * 1024 * 1024)
             ray.init(address=self.address, **options)
         try:
-            return self._run(ray, self.checked)
+            return self._run(ray, checked)
         finally:
             if started_here:
                 ray.shutdown()

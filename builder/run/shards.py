@@ -109,8 +109,8 @@ class WriterSink(ShardSink):
     def __init__(self, out: Path, shard: int, writers: list, counts: Any, simulated: bool,
                  on_record: Callable[[Record], None] | None = None, tally: dict[str, int] | None = None,
                  fix: Callable[[Record, bytes | None], Record] | None = None,
-                 durable: Callable[[], None] | None = None):
-        self.out, self.shard, self.writers, self.fix = out, shard, writers, fix
+                 durable: Callable[[], None] | None = None, by: str | None = None):
+        self.out, self.shard, self.writers, self.fix, self.by = out, shard, writers, fix, by
         self.durable = durable  # makes the request cache's answers durable (before the shard is renamed)
         self.counts, self.simulated, self.on_record = counts, simulated, on_record
         # `tally` holds the asker's counts at the previous commit of the same walk (shared by its sinks)
@@ -129,6 +129,10 @@ class WriterSink(ShardSink):
         if self.on_record is not None:
             self.on_record(record)
 
+    def abort(self) -> None:
+        for w in self.writers:
+            w.abort()
+
     def commit(self, wall_seconds: float) -> dict[str, Any]:
         """Rename every file of the shard into place, then write its stats (the completion mark)."""
         if self.durable is not None:
@@ -139,7 +143,7 @@ class WriterSink(ShardSink):
         # between neighbours is approximate, the total over a run is exact.
         sent, retries = self.counts["sent"], self.counts["retries"]
         data = self.stats.finish(wall_seconds, sent - self.tally["sent"], retries - self.tally["retries"],
-                                 self.simulated)
+                                 self.simulated, by=self.by)
         self.tally.update(sent=sent, retries=retries)
         layout.write_json(layout.shard_stats_path(self.out, self.shard), data)
         return data

@@ -46,6 +46,7 @@ class Tagging:
     # The asker's counts at the last commit of this process: each shard's stats get the requests since.
     tally: dict[str, int] = field(default_factory=lambda: {"sent": 0, "retries": 0})
     tagged: set[int] = field(default_factory=set)  # shards tagged by this process (not kept as they were)
+    by: str | None = None  # who tags, named in each shard's stats: "worker 3" (Ray), "part 0/4"
 
     @classmethod
     def open(cls, loaded: LoadedRecipe, out: Path, engine: Engine, cache: RequestCache | None,
@@ -83,7 +84,8 @@ async def tag_shards(tagging: Tagging, source: Any, choice: ShardChoice,
     def sink(shard: int) -> WriterSink:
         tagging.tagged.add(shard)
         return WriterSink(out, shard, writers, tagging.asker.counts, tagging.engine.simulated, on_record,
-                          tagging.tally, tagging.fix, durable=cache.commit if cache is not None else None)
+                          tagging.tally, tagging.fix, durable=cache.commit if cache is not None else None,
+                          by=tagging.by)
 
     plan.committed = await walk_shards(plan.jobs, tagging.strategy.tag, tagging.window, sink)
     return plan

@@ -39,6 +39,9 @@ class ShardSink:
     def commit(self, wall_seconds: float) -> dict[str, Any]:
         raise NotImplementedError
 
+    def abort(self) -> None:
+        """An error stopped the walk before `commit` finished: drop what is half written."""
+
 
 async def walk_shards(jobs: Iterable[ShardJob], tag: Tag, window: int,
                       open_sink: Callable[[int], ShardSink]) -> list[dict[str, Any]]:
@@ -66,15 +69,27 @@ async def walk_shards(jobs: Iterable[ShardJob], tag: Tag, window: int,
             state["sink"] = open_sink(shard)
         state["sink"].emit(item, record)
 
-    for job in jobs:
-        for item in job.items:
-            pending.append((job.index, item, asyncio.create_task(tag(item))))
-            state["tasks"] += 1
-            while state["tasks"] >= window:
-                await settle_one()
-        pending.append((_END,))
-    while pending:
-        await settle_one()
+    try:
+        for job in jobs:
+            for item in job.items:
+                pending.append((job.index, item, asyncio.create_task(tag(item))))
+                state["tasks"] += 1
+                while state["tasks"] >= window:
+                    await settle_one()
+            pending.append((_END,))
+        while pending:
+            await settle_one()
+    except BaseException:
+        if state["sink"] is not None:
+            state["sink"].abort()
+        for entry in pending:  # the window's other tasks: stop them, and take the errors of finished ones
+            if entry[0] is not _END:
+                task = entry[2]
+                if not task.done():
+                    task.cancel()
+                elif not task.cancelled():
+                    task.exception()
+        raise
     return committed
 
 

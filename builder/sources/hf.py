@@ -39,6 +39,31 @@ def class_label_of(feature: Any) -> Any:
     return feature
 
 
+HUB_TIMEOUT = 5.0  # seconds for the one look-up that tells "unreachable" from "missing" before loading
+
+
+def check_hub(name: str, timeout: float | None = None) -> None:
+    """Look the dataset up on the Hub once, without retries, so an unreachable Hub fails in seconds
+    (`datasets` itself retries each file with backoff for about half a minute). Skipped offline."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        return  # datasets reads its cache
+    try:
+        HfApi().dataset_info(name, timeout=timeout or HUB_TIMEOUT)
+    except GatedRepoError:
+        return  # it exists; datasets says what access it needs
+    except RepositoryNotFoundError as exc:
+        raise UserError(f"source.path: no dataset {name!r} on the Hub (or it is private: `hf auth login`)") \
+            from exc
+    except Exception as exc:  # noqa: BLE001 - httpx's connect, DNS and timeout errors, an HTTP 5xx
+        why = "no answer in time" if "Timeout" in type(exc).__name__ else (str(exc).splitlines() or [""])[0][:120]
+        raise RunError(f"source: cannot reach the Hub at {constants.ENDPOINT} to look up {name!r} ({why}); "
+                       "check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to read a cached copy") \
+            from exc
+
+
 class HFSource(Source):
     """One split of a Hugging Face dataset, read row by row."""
 
@@ -59,6 +84,8 @@ class HFSource(Source):
                 ds = ds[spec.split]
             return ds.to_iterable_dataset() if spec.streaming else ds
         target = str(local) if local.exists() else spec.path
+        if not local.exists():
+            check_hub(spec.path)
         try:
             return datasets.load_dataset(target, spec.config, split=spec.split, streaming=spec.streaming)
         except ConnectionError as exc:  # the Hub (or a mirror) is unreachable: not the recipe's fault

@@ -14,6 +14,7 @@ from builder.errors import UserError
 from builder.publish import layout
 from builder.recipe.model import load_recipe
 from builder.run.build import Builder, BuildResult
+from builder.run.lock import output_lock
 
 
 def _reopen(out: Path, shards: Iterable[int]) -> None:
@@ -68,10 +69,11 @@ def relabel(out: Path, threshold: float | None = None, thresholds_file: Path | N
         overrides.append(f"tagging.threshold={threshold}")
     if thresholds_file is not None:
         overrides.append(f"tagging.thresholds_file={Path(thresholds_file).resolve()}")
-    manifest = layout.read_json(out / layout.MANIFEST)
-    identity = dict(manifest.get("engine", {}), simulated=manifest.get("simulated", False))
-    _reopen(out, layout.completed_shards(out))
-    result = _rebuild(out, overrides, engine=ReplayEngine(identity), progress=progress)
+    with output_lock(out):  # no build may write while the shards are reopened
+        manifest = layout.read_json(out / layout.MANIFEST)
+        identity = dict(manifest.get("engine", {}), simulated=manifest.get("simulated", False))
+        _reopen(out, layout.completed_shards(out))
+        result = _rebuild(out, overrides, engine=ReplayEngine(identity), progress=progress)
     if result.stats.get("failed_by_reason", {}).get("engine"):
         raise UserError(f"{out}: some answers were not in the cache; run `tagllm build` on it to finish")
     result.notes.append(refresh_evaluation(out))
@@ -86,7 +88,8 @@ def failed_shards(out: Path) -> list[int]:
 def retry_failed(out: Path, overrides: list[str] | None = None, progress: bool = False) -> BuildResult:
     """Re-run the shards holding failed records; their ok records come back from the cache."""
     out = layout.require_output(Path(out))
-    _reopen(out, failed_shards(out))
-    result = _rebuild(out, list(overrides or []), progress=progress)
+    with output_lock(out):
+        _reopen(out, failed_shards(out))
+        result = _rebuild(out, list(overrides or []), progress=progress)
     result.notes.append(refresh_evaluation(out))
     return result

@@ -18,6 +18,10 @@ from builder.publish import layout
 from builder.publish.hub import push
 from builder.publish.writers.webdataset import member_key
 
+# `load_dataset(".")` fails under datasets 5 when the card declares `configs` (no dataset name): the
+# local card loads the parquet files by name instead (tests/publish/test_card_snippets.py runs it).
+LOCAL_LOAD = 'load_dataset("parquet", data_files={"train": "data/train-*.parquet"}, split="train")'
+
 
 def png_bytes(seed: int) -> bytes:
     buf = io.BytesIO()
@@ -54,7 +58,7 @@ def test_datasets_webdataset_loader_reads_every_image_and_score(build, write_rec
 def test_card_snippets_and_notes(build, write_recipe, monkeypatch):
     out = build(write_recipe()).out
     card = (out / layout.CARD).read_text()
-    assert 'load_dataset(".", split="train")' in card and 'wds.WebDataset("webdataset/shard-' in card
+    assert LOCAL_LOAD in card and 'wds.WebDataset("webdataset/shard-' in card
     assert "pip install tagllm\n" not in card and "@ git+https://github.com/tagllm/tagllm" in card
     assert "--gpu-price" not in card and "--human-price" not in card and "80-label" not in card
     stats = json.loads((out / layout.STATS).read_text())
@@ -90,7 +94,7 @@ def test_push_without_token_or_network_says_which(build, write_recipe, monkeypat
 
     with pytest.raises(RunError, match="cannot reach the Hub"):
         push(out, "me/tags", allow_simulated=True, api=Offline())
-    assert 'load_dataset(".", split="train")' in (out / layout.CARD).read_text()  # not pushed: local card
+    assert LOCAL_LOAD in (out / layout.CARD).read_text()  # not pushed: local card
     help_text = CliRunner().invoke(main, ["push", "--help"]).output
     assert "hf auth login" in help_text and "huggingface-cli" not in help_text
 

@@ -44,6 +44,21 @@ class Writer(ABC):
         self.shard = None
         return final
 
+    def abort(self) -> None:
+        """Drop the shard being written (an error stopped the build): close quietly, delete its temporary file."""
+        if self.shard is None:
+            return
+        try:
+            self._discard()
+        except Exception:  # noqa: BLE001 - the build is failing already; its error is the one to show
+            pass
+        self.tmp_path(self.shard).unlink(missing_ok=True)
+        self.shard = None
+
+    def _discard(self) -> None:
+        """Close what `_open` opened without finishing the file (default: close it)."""
+        self._close()
+
     def tmp_path(self, shard: int) -> Path:
         """Per process: two processes writing one shard (a worker thought dead) never share a file."""
         final = self.final_path(shard)

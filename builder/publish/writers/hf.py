@@ -93,6 +93,13 @@ class HFWriter(Writer):
         self._flush()
         self._writer.close()
 
+    def _discard(self) -> None:
+        self._rows = []
+        try:
+            self._writer.close()
+        finally:
+            self._writer.is_open = False  # a close that failed (full disk) is not retried when it is collected
+
     def finalize(self, shards: list[int]) -> None:
         """Name every file with the shard total, as the Hub's parquet layout does."""
         total = len(shards)

@@ -29,6 +29,9 @@ class IndexWriter(Writer):
     def _write(self, encoded: EncodedRecord, image: bytes | None) -> None:
         self._rows.append(layout.record_row(encoded, self.shard or 0))
 
+    def _discard(self) -> None:
+        self._rows = []
+
     def _close(self) -> None:
         pq.write_table(pa.Table.from_pylist(self._rows, schema=SCHEMA), self._path)
         self._rows = []

@@ -79,3 +79,9 @@ class WebDatasetWriter(Writer):
     def _close(self) -> None:
         self._tar.close()
         self._stream.close()
+
+    def _discard(self) -> None:
+        try:
+            self._tar.close()
+        finally:
+            self._stream.close()
