@@ -203,6 +203,10 @@ class HttpEngine(Engine):
                                                   native=self.protocol.name == "native" and not self.simulated)
         if self.wire.ids:
             self.server_info["yes_no_token_ids"] = {"yes": list(self.wire.ids.yes), "no": list(self.wire.ids.no)}
+        elif self.wire.server_kind in ("sglang", "vllm") and not self.simulated:
+            print(f"http engine: {redact_url(server)} told no yes/no token ids (no /tokenize, or a router with no "
+                  "worker yet): scores come from the top logprobs by word; engine.args yes_token_ids / "
+                  "no_token_ids make them exact", file=sys.stderr)
         if self.wire.server_kind in ("sglang", "vllm"):
             self.max_model_len = await context_length(self._probe_fetch, server)
             if self.max_model_len:

@@ -45,6 +45,19 @@ def metrics(server: SglangServer) -> dict[str, float]:
     return out
 
 
+def wait_for_workers(router: str, count: int, seconds: float = 120) -> None:
+    """The router answers /health before it has checked its workers; until then it routes nowhere."""
+    import json
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        workers = json.loads(urllib.request.urlopen(router + "/workers", timeout=5).read()).get("workers") or []
+        if len(workers) == count and all(w.get("is_healthy") for w in workers):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the router at {router} has not got {count} healthy workers after {seconds:.0f}s")
+
+
 def flush(servers: list[SglangServer]) -> None:
     for server in servers:
         urllib.request.urlopen(urllib.request.Request(server.url + "/flush_cache", method="POST"), timeout=30)
@@ -97,6 +110,7 @@ def test_router_keeps_each_image_on_one_worker(pair: list[SglangServer], tmp_pat
                         str(port), "--policy", policy, "--worker-urls", *(s.url for s in pair)],
                        f"http://127.0.0.1:{port}/health", tmp_path / f"router-{policy}.log", seconds=120)
         try:
+            wait_for_workers(f"http://127.0.0.1:{port}", len(pair))
             stats, records, _ = build(tmp_path, policy, ["engine.kind=http", "engine.api=http-sglang",
                                                          f"engine.servers=[http://127.0.0.1:{port}]",
                                                          "engine.timeout=300"])
