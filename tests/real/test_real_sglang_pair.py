@@ -134,8 +134,10 @@ def test_router_keeps_each_image_on_one_worker(pair: list[SglangServer], tmp_pat
     # can split (0-2 of 12 images seen with serve-sim workers; see tests/run/test_router_affinity.py).
     assert sum(len(h) == 2 for h in manual[2]) <= 2
     assert sum(len(h) == 2 for h in rr[2]) >= 20  # round robin spreads one image's questions over both
-    assert manual[0]["cached_tokens"] > rr[0]["cached_tokens"]
     assert all(w["num_requests_total"] > 0 for w in manual[1])  # both workers used
+    # No assertion on the cached-token totals: the tiny model's image is 2-4 tokens, so a worker that never saw
+    # an image still caches nearly the whole shared prefix (the system prompt); the totals differ by noise here.
+    # With a real VLM (hundreds of tokens per image) that missing image prefix is the cost the key avoids.
 
 
 def test_sigkill_one_sglang_server_mid_build(pair: list[SglangServer], tmp_path: Path) -> None:
