@@ -48,7 +48,7 @@ def peak_mb() -> float:
 
 def decoder_peak_mb() -> float:
     """Peak RSS of the build's decode worker processes (0 when the build decodes in threads)."""
-    from builder import decoding
+    from builder.images import pool as decoding
 
     total = 0.0
     for pid in decoding._processes.pids() if decoding._processes is not None else []:
