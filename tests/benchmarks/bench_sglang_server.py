@@ -221,7 +221,7 @@ def calls(engine: Any, pattern: Pattern, image: Image, requests: list[Any]) -> l
 
     digest = "sha256:" + hashlib.sha256(image.data).hexdigest()
     if not pattern.batch and pattern.ref == "b64" and not pattern.hashes:
-        return [(engine._native_bytes.encode(engine.wire, r), 1) for r in requests]  # the engine's own bytes
+        return [(engine._bytes.encode(engine.wire, r), 1) for r in requests]  # the engine's own bytes
     bodies = [native_body(engine.wire, r) for r in requests]
     ref = image_ref(pattern, image)
     for body in bodies:
