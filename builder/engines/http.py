@@ -3,22 +3,19 @@
 Two wire protocols (`http_protocols`; bodies and readers in `http_wire`): `http-sglang` is SGLang's
 native `POST /generate`; `openai` / `vllm` is `POST /v1/chat/completions`. Before the first request the
 engine learns what it talks to (`http_servers`): the model it serves (a model it does not serve is
-refused), the server kind when `server_kind` is `auto`, the yes/no token ids from `/tokenize`, the
-context length, and on SGLang the flags that matter.
+refused), the server kind when `server_kind` is `auto`, the yes/no token ids, the context length, and on
+SGLang the flags that matter. On a real SGLang server's native protocol one image's questions of one kind
+go as one batch call (`http_batch`). The calls themselves (session, errors, refusals) are `http_client`'s.
 
 Routing keeps one image on one server (chosen by a hash of the image), so its prefix cache holds the
 image for all of its requests; only when that server is down or saturated does a request go to the
-least-loaded other one. One `aiohttp.ClientSession` carries every request (aiohttp rather than httpx:
-at 128 requests in flight the saturation benchmark measured about 8x more requests/s). The base class
-owns timeouts and retries: this module decides which failures are transient (timeouts, connection
-errors, 429, 5xx), which are not (other 4xx), and stops a run whose first requests are all refused.
+least-loaded other one. The base class owns timeouts and retries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from typing import Any
@@ -26,11 +23,12 @@ from typing import Any
 import aiohttp
 
 from builder.engines.base import Engine, EngineError, EngineStop, Request, Result
+from builder.engines.http_batch import batch_answers, batch_body
+from builder.engines.http_client import HttpCalls
 from builder.engines.http_protocols import PROTOCOLS
 from builder.engines.http_servers import (
     context_length,
     detect_kind,
-    error_message,
     fit_context,
     readiness,
     sglang_flags,
@@ -56,13 +54,9 @@ __all__ = ["DEFAULT_IMAGE_TOKEN", "GENERIC_CHAT_TEMPLATE", "HttpEngine", "redact
 
 APIS = tuple(PROTOCOLS)
 SERVER_KINDS = ("sglang", "vllm", "openai", "auto")
-SIM_HEADER = "x-tagllm-simulated"
-# Client errors that no retry mends: when the first requests all end in one of these, the rest would too.
-REFUSED = (400, 401, 403, 404, 422)
-REFUSALS_TO_STOP = 3
 
 
-class HttpEngine(Engine):
+class HttpEngine(HttpCalls, Engine):
     """Requests to one or more model servers over HTTP (SGLang native or OpenAI-compatible)."""
 
     name = "http"
@@ -81,6 +75,7 @@ class HttpEngine(Engine):
         ready_timeout: float = 5.0,
         ready_wait: float = 0.0,
         check_ready: bool = True,
+        batch: bool = True,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -104,6 +99,7 @@ class HttpEngine(Engine):
         self.ready_timeout = ready_timeout
         self.ready_wait = ready_wait  # keep polling this long for servers still loading their model
         self.check_ready = check_ready
+        self.batch = batch  # one image's questions of one kind in one native call (`http_batch`)
         self._client: aiohttp.ClientSession | None = None
         self._bytes = BodyBytes(lambda request: self.body(request))  # bodies built once per question
         self._in_flight = {s: 0 for s in self.servers}
@@ -125,39 +121,6 @@ class HttpEngine(Engine):
         return list(self.wire.ids.yes)
 
     # --- lifecycle -------------------------------------------------------------------------
-    def _headers(self) -> dict[str, str]:
-        headers = {"User-Agent": "tagllm"}
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise RunError(f"http engine: environment variable {self.api_key_env} (the API key) is not set")
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
-
-    def _make_client(self) -> aiohttp.ClientSession:
-        # The base class bounds the whole request with `timeout`; these only guard the socket.
-        timeout = aiohttp.ClientTimeout(total=None, connect=min(self.timeout, 10.0), sock_read=self.timeout)
-        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency)
-        return aiohttp.ClientSession(headers=self._headers(), connector=connector, timeout=timeout)
-
-    async def _fetch(self, method: str, url: str, body: Any = None, timeout: float | None = None,
-                     headers: dict[str, str] | None = None) -> tuple[int, str, Any]:
-        """(status, text, headers) of one call; aiohttp errors propagate to the caller."""
-        assert self._client is not None
-        kwargs: dict[str, Any] = {}
-        if isinstance(body, bytes):  # already JSON (`BodyBytes`)
-            kwargs["data"] = body
-            headers = {**(headers or {}), "Content-Type": "application/json"}
-        elif body is not None:
-            kwargs["json"] = body
-        if headers:
-            kwargs["headers"] = headers
-        if timeout is not None:
-            kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
-        async with self._client.request(method, url, **kwargs) as response:
-            # JSON is UTF-8: decode it as such (aiohttp's text() may guess a charset for every answer)
-            return response.status, (await response.read()).decode("utf-8", "replace"), response.headers
-
     async def _probe_fetch(self, method: str, url: str, body: Any = None) -> tuple[int, str, Any]:
         status, text, headers = await self._fetch(method, url, body, timeout=self.ready_timeout)
         self._note_simulated(headers)
@@ -246,15 +209,6 @@ class HttpEngine(Engine):
             await self.close()
             raise RunError(problem)
 
-    def _note_simulated(self, headers: Any) -> None:
-        if headers.get(SIM_HEADER):
-            self.simulated = True  # `tagllm serve-sim` answers: labels are simulated, say so
-
-    async def close(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
-
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update(
@@ -295,44 +249,53 @@ class HttpEngine(Engine):
         """The body of this engine's protocol (through the methods above, which tests may replace)."""
         return self.native_body(request) if self.protocol.name == "native" else self.chat_body(request)
 
+    async def _generate_batch(self, requests: list[Request]) -> list[Result]:
+        """On a real SGLang server's native protocol, one image's questions of one kind go as one call
+        (`http_batch`); anything a batch cannot carry, or a batch that fails, goes request by request with the
+        base class's timeouts and retries, so a fault costs a retry, never another answer."""
+        if self.batch and self.protocol.name == "native" and not self.simulated and not self._stopped:
+            body = batch_body([self.body(r) for r in requests])
+            results = await self._send_batch(requests, body) if body is not None else None
+            if results is not None:
+                return results
+        return list(await asyncio.gather(*(self._with_retries(r) for r in requests)))
+
+    async def _send_batch(self, requests: list[Request], body: dict[str, Any]) -> list[Result] | None:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+        server = self._pick(requests[0].image)
+        started = time.perf_counter()
+        async with self._semaphore:  # a batch holds one place of engine.concurrency
+            self.calls += len(requests)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    payload = await self._post(server, "/generate", json.dumps(body).encode(),
+                                               routing_key(requests[0]), len(requests), refusals=False)
+            except (EngineError, TimeoutError):
+                return None
+        answers = batch_answers(payload, len(requests))
+        if answers is None:
+            return None
+        latency = round(time.perf_counter() - started, 6)
+        results = []
+        for request, answer in zip(requests, answers):
+            try:
+                result = self.protocol.read(answer, request, self.wire)
+            except EngineError:
+                return None
+            result.latency = latency
+            results.append(result)
+        return results
+
     async def _generate_one(self, request: Request) -> Result:
         if self._stopped:
             raise EngineStop(self._stopped)
-        if self._client is None:
-            self._client = self._make_client()
         server = self._pick(request.image)
         if self.max_model_len and request.image is None and request.max_tokens * 4 >= self.max_model_len:
             request = await fit_context(self._probe_fetch, server, self.wire, request, self.max_model_len)
-        path, body = self.protocol.path(server), self._bytes.encode(self.wire, request)
-        self._in_flight[server] += 1
-        self._sent[server] += 1
         started = time.perf_counter()
-        try:
-            status, text, headers = await self._fetch("POST", server + path, body, headers=routing_key(request))
-        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise EngineError(f"timeout talking to {redact_url(server)} ({type(exc).__name__})",
-                              transient=True) from exc
-        except aiohttp.ClientError as exc:
-            if isinstance(exc, aiohttp.ClientConnectorError):
-                self._down_until[server] = time.monotonic() + 2.0
-            raise EngineError(f"{type(exc).__name__} from {redact_url(server)}: {exc}", transient=True) from exc
-        finally:
-            self._in_flight[server] -= 1
-        self._note_simulated(headers)
-        if status >= 400:
-            message = f"HTTP {status} from {redact_url(server)}: {error_message(status, text)}"
-            if status in REFUSED and not self._answered:
-                self._refused.append(message)
-                if len(self._refused) >= REFUSALS_TO_STOP:
-                    self._stopped = (f"the first {len(self._refused)} requests were all refused ({message}); "
-                                     "stopped instead of sending the rest: fix the request settings, then rerun")
-                    raise EngineStop(self._stopped)
-            raise EngineError(message, transient=status == 429 or status >= 500)
-        self._answered += 1
-        try:
-            payload = json.loads(text)
-        except ValueError as exc:
-            raise EngineError(f"malformed JSON from {redact_url(server)}: {text[:80]!r}", transient=True) from exc
+        payload = await self._post(server, self.protocol.path(server), self._bytes.encode(self.wire, request),
+                                   routing_key(request))
         if not isinstance(payload, dict):
             raise EngineError(f"unexpected answer from {redact_url(server)}: {str(payload)[:80]!r}", transient=True)
         result = self.protocol.read(payload, request, self.wire)

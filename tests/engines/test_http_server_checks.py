@@ -185,3 +185,87 @@ def test_yes_no_ids_from_generate_where_tokenize_is_missing() -> None:
 
 async def _ok(request: web.Request) -> web.Response:
     return web.json_response({})
+
+
+def native_stand(accept_batches: bool) -> tuple[web.Application, list]:
+    """A native stand-in answering each item from its text; batches (lists) only when told to."""
+    seen: list[Any] = []
+
+    def answer(text: str, asked: list[int] | None) -> dict[str, Any]:
+        meta = {"prompt_tokens": 5, "cached_tokens": 2, "completion_tokens": 1}
+        if asked:
+            meta["output_token_ids_logprobs"] = [[[-1.0 - (len(text) % 7) / 10, asked[0], None],
+                                                  [-1.5, asked[-1], None]]]
+        return {"text": f"answer to {len(text)}", "meta_info": meta}
+
+    async def generate(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append(body)
+        if isinstance(body["text"], list):
+            if not accept_batches:
+                return web.json_response({"error": {"message": "no batches here"}}, status=400)
+            assert isinstance(body["image_data"], str)  # the image once for the whole batch
+            ids = body.get("token_ids_logprob") or [None] * len(body["text"])
+            return web.json_response([answer(t, i) for t, i in zip(body["text"], ids)])
+        return web.json_response(answer(body["text"], body.get("token_ids_logprob")))
+
+    app = web.Application()
+    app.router.add_post("/generate", generate)
+    app.router.add_get("/health", _ok)
+    return app, seen
+
+
+def ask_native(accept_batches: bool, requests: list[Request], **kwargs: Any) -> tuple[list, list]:
+    async def go() -> tuple[list, list]:
+        app, seen = native_stand(accept_batches)
+        server = TestServer(app)
+        await server.start_server()
+        engine = HttpEngine(servers=[str(server.make_url("")).rstrip("/")], api="http-sglang",
+                            yes_token_ids=[5], no_token_ids=[7], backoff=0.01, **kwargs)
+        try:
+            await engine.start()
+            return await engine.generate(requests), seen
+        finally:
+            await engine.close()
+            await server.close()
+
+    return asyncio.run(go())
+
+
+def one_image_questions() -> list[Request]:
+    image = b"\xff\xd8 an image"
+    stage1 = [Request(chat("s", f"Which {g} objects?"), image, Constraint("subset", ("a", "b")), max_tokens=16)
+              for g in ("animal", "vehicle", "food")]
+    stage2 = [Request(chat("s", f"Is there a {x}?"), image, Constraint("yesno"), max_tokens=1, logprobs=True)
+              for x in ("cat", "dog")]
+    return stage1 + stage2
+
+
+def test_one_images_questions_of_one_kind_go_as_one_batch_with_the_same_answers() -> None:
+    questions = one_image_questions()
+    one_by_one, seen_single = ask_native(False, questions[:3], batch=False)
+    stage1, seen = ask_native(True, questions[:3])
+    stage2, seen2 = ask_native(True, questions[3:])
+    assert len(seen) == 1 and len(seen[0]["text"]) == 3 and len(seen2) == 1 and len(seen_single) == 3
+    assert [r.text for r in stage1] == [r.text for r in one_by_one]
+    assert seen2[0]["token_ids_logprob"] == [[5, 7], [5, 7]] and seen2[0]["return_logprob"] is True
+    singles, _ = ask_native(False, questions[3:], batch=False)
+    assert [r.yes_prob for r in stage2] == [r.yes_prob for r in singles] and stage2[0].yes_prob is not None
+
+
+def test_a_refused_batch_goes_request_by_request_and_never_stops_the_run() -> None:
+    questions = one_image_questions()
+    for _ in range(4):  # more refused batches than it takes refused requests to stop a run
+        results, seen = ask_native(False, questions[:3])
+        assert all(r.ok for r in results)
+        assert isinstance(seen[0]["text"], list) and [isinstance(b["text"], str) for b in seen[1:]] == [True] * 3
+
+
+def test_questions_that_cannot_share_a_call_are_not_batched() -> None:
+    from builder.engines.http_batch import batch_body
+
+    a, b = {"text": "x", "image_data": "u1", "sampling_params": {}}, {"text": "y", "image_data": "u2", "sampling_params": {}}
+    assert batch_body([a, b]) is None  # two images
+    assert batch_body([a, {**a, "return_logprob": True}]) is None  # other fields
+    assert batch_body([a]) is None and batch_body([{"text": "x"}, {"text": "y"}]) is None  # one item; no image
+    assert batch_body([a, {**a, "text": "z"}]) == {"image_data": "u1", "text": ["x", "z"], "sampling_params": [{}, {}]}
