@@ -116,8 +116,12 @@ class WriterSink(ShardSink):
         # `tally` holds the asker's counts at the previous commit of the same walk (shared by its sinks)
         self.tally = tally if tally is not None else {"sent": 0, "retries": 0}
         self.stats = ShardStats(shard)
-        for w in writers:
-            w.begin_shard(shard)
+        try:
+            for w in writers:
+                w.begin_shard(shard)
+        except BaseException:  # a full disk can stop the second writer: drop what the first began
+            self.abort()
+            raise
 
     def emit(self, item: Item, record: Record) -> None:
         if self.fix is not None:  # reviewed labels replace the machine's (kept beside them)

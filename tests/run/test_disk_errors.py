@@ -165,3 +165,22 @@ def test_too_many_open_files_is_one_line_naming_the_file(recipe, tmp_path):
         ": too many open files; raise the open-file limit (ulimit -n 65536) or lower engine.concurrency, "
         "then rerun the same command (it resumes)"), line
     assert leftovers(out) == [] and layout.completed_shards(out) == [0]
+
+
+def test_a_writer_that_cannot_begin_its_shard_leaves_no_file_of_the_others(tmp_path: Path, small_vocab_file: Path):
+    """The full disk met while the next shard's files are being created: what the first writers created goes."""
+    from builder.publish.writers import make_writers
+    from builder.recipe.vocab import load_vocabulary
+    from builder.run.shards import WriterSink
+
+    writers = make_writers(tmp_path, load_vocabulary(small_vocab_file), ["webdataset", "hf"])
+    real = writers[-1].begin_shard
+
+    def full(shard: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    writers[-1].begin_shard = full
+    with pytest.raises(OSError):
+        WriterSink(tmp_path, 3, writers, {"sent": 0, "retries": 0}, simulated=True)
+    assert leftovers(tmp_path) == []
+    writers[-1].begin_shard = real
