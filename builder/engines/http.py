@@ -271,7 +271,13 @@ class HttpEngine(HttpCalls, Engine):
                 async with asyncio.timeout(self.timeout):
                     payload = await self._post(server, "/generate", json.dumps(body).encode(),
                                                routing_key(requests[0]), len(requests), refusals=False)
-            except (EngineError, TimeoutError):
+            except TimeoutError:
+                return None
+            except EngineError as exc:
+                if not exc.transient:  # e.g. sglang-router 0.3.2: 422, `text` must be a string
+                    self.batch = False
+                    print(f"http engine: a batch /generate was refused ({exc}); one call per question from now on",
+                          file=sys.stderr)
                 return None
         answers = batch_answers(payload, len(requests))
         if answers is None:

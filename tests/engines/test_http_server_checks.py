@@ -253,12 +253,26 @@ def test_one_images_questions_of_one_kind_go_as_one_batch_with_the_same_answers(
     assert [r.yes_prob for r in stage2] == [r.yes_prob for r in singles] and stage2[0].yes_prob is not None
 
 
-def test_a_refused_batch_goes_request_by_request_and_never_stops_the_run() -> None:
+def test_a_refused_batch_goes_request_by_request_and_batching_stops() -> None:
+    """sglang-router 0.3.2 refuses a batch (422): the questions go one by one, the run goes on, no more batches."""
     questions = one_image_questions()
-    for _ in range(4):  # more refused batches than it takes refused requests to stop a run
-        results, seen = ask_native(False, questions[:3])
-        assert all(r.ok for r in results)
-        assert isinstance(seen[0]["text"], list) and [isinstance(b["text"], str) for b in seen[1:]] == [True] * 3
+
+    async def go() -> tuple[list, list]:
+        app, seen = native_stand(False)
+        server = TestServer(app)
+        await server.start_server()
+        engine = HttpEngine(servers=[str(server.make_url("")).rstrip("/")], api="http-sglang",
+                            yes_token_ids=[5], no_token_ids=[7], backoff=0.01)
+        try:
+            await engine.start()
+            return [await engine.generate(questions[:3]) for _ in range(4)], seen
+        finally:
+            await engine.close()
+            await server.close()
+
+    rounds, seen = asyncio.run(go())
+    assert all(r.ok for results in rounds for r in results)
+    assert [isinstance(b["text"], list) for b in seen] == [True] + [False] * 12  # one refused batch, then singles
 
 
 def test_questions_that_cannot_share_a_call_are_not_batched() -> None:
