@@ -18,6 +18,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -29,6 +30,7 @@ from builder.engines.http_protocols import PROTOCOLS
 from builder.engines.http_servers import (
     context_length,
     detect_kind,
+    fetch_json,
     fit_context,
     readiness,
     sglang_flags,
@@ -185,11 +187,7 @@ class HttpEngine(HttpCalls, Engine):
         """Note what the server says it serves; refuse a model it does not serve, or one that cannot see."""
         body = None
         for path in self.protocol.info_paths(server):
-            try:
-                status, text, _ = await self._probe_fetch("GET", server + path)
-                body = json.loads(text) if status < 400 else None
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                continue
+            body = await fetch_json(self._probe_fetch, "GET", server + path)
             if isinstance(body, dict):
                 break
         if not isinstance(body, dict):
@@ -249,16 +247,20 @@ class HttpEngine(HttpCalls, Engine):
         """The body of this engine's protocol (through the methods above, which tests may replace)."""
         return self.native_body(request) if self.protocol.name == "native" else self.chat_body(request)
 
-    async def _generate_batch(self, requests: list[Request]) -> list[Result]:
+    async def generate(self, requests: list[Request],
+                       on_result: Callable[[int, Result], None] | None = None) -> list[Result]:
         """On a real SGLang server's native protocol, one image's questions of one kind go as one call
-        (`http_batch`); anything a batch cannot carry, or a batch that fails, goes request by request with the
-        base class's timeouts and retries, so a fault costs a retry, never another answer."""
+        (`http_batch`); anything a batch cannot carry, or a batch that fails, goes through the base class's
+        loop, request by request with its timeouts and retries, so a fault costs a retry, never another answer."""
         if self.batch and self.protocol.name == "native" and not self.simulated and not self._stopped:
             body = batch_body([self.body(r) for r in requests])
             results = await self._send_batch(requests, body) if body is not None else None
             if results is not None:
+                for i, result in enumerate(results):
+                    if on_result is not None:
+                        on_result(i, result)
                 return results
-        return list(await asyncio.gather(*(self._with_retries(r) for r in requests)))
+        return await super().generate(requests, on_result)
 
     async def _send_batch(self, requests: list[Request], body: dict[str, Any]) -> list[Result] | None:
         if self._semaphore is None:

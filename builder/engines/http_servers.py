@@ -66,7 +66,7 @@ async def readiness(fetch: Fetch, server: str, paths: list[str]) -> str | None:
     return last
 
 
-async def _json(fetch: Fetch, method: str, url: str, body: Any = None) -> Any:
+async def fetch_json(fetch: Fetch, method: str, url: str, body: Any = None) -> Any:
     try:
         status, text, _ = await fetch(method, url, body)
     except Exception:  # a probe that fails just says "not this kind"
@@ -81,16 +81,17 @@ async def _json(fetch: Fetch, method: str, url: str, body: Any = None) -> Any:
 
 async def detect_kind(fetch: Fetch, server: str) -> str:
     """"sglang", "vllm" or "openai", from what the server itself says."""
-    models = await _json(fetch, "GET", server + v1(server, "/models"))
+    models = await fetch_json(fetch, "GET", server + v1(server, "/models"))
     owners = {d.get("owned_by") for d in (models or {}).get("data") or [] if isinstance(d, dict)}
     for kind in ("sglang", "vllm"):
         if kind in owners:
             return kind
     if owners - {None}:
         return "openai"  # someone else's models (a hosted API, serve-sim)
-    if await _json(fetch, "GET", server + "/model_info") or await _json(fetch, "GET", server + "/get_model_info"):
+    if (await fetch_json(fetch, "GET", server + "/model_info")
+            or await fetch_json(fetch, "GET", server + "/get_model_info")):
         return "sglang"
-    version = await _json(fetch, "GET", server + "/version")
+    version = await fetch_json(fetch, "GET", server + "/version")
     if isinstance(version, dict) and "version" in version:
         return "vllm"
     return "openai"
@@ -109,7 +110,8 @@ SGLANG_FLAGS = (
 
 async def sglang_flags(fetch: Fetch, server: str, api: str) -> tuple[dict[str, Any], list[str]]:
     """(the flags above as the server has them, advice for each one that is off); empty when not told."""
-    info = await _json(fetch, "GET", server + "/server_info") or await _json(fetch, "GET", server + "/get_server_info")
+    info = (await fetch_json(fetch, "GET", server + "/server_info")
+            or await fetch_json(fetch, "GET", server + "/get_server_info"))
     if not isinstance(info, dict):
         return {}, []
     flags = {name: info.get(name) for name, *_ in SGLANG_FLAGS if name in info}
@@ -122,7 +124,7 @@ async def sglang_flags(fetch: Fetch, server: str, api: str) -> tuple[dict[str, A
 
 async def context_length(fetch: Fetch, server: str) -> int | None:
     """The served model's context length, where `/v1/models` says it (`max_model_len`: SGLang, vLLM)."""
-    models = await _json(fetch, "GET", server + v1(server, "/models"))
+    models = await fetch_json(fetch, "GET", server + v1(server, "/models"))
     data = [d for d in (models or {}).get("data") or [] if isinstance(d, dict)] if isinstance(models, dict) else []
     value = data[0].get("max_model_len") if data else None
     return value if isinstance(value, int) and value > 0 else None
@@ -135,7 +137,7 @@ async def fit_context(fetch: Fetch, server: str, wire: Wire, request: Request, m
     """A long answer budget (authoring's JSON drafts) cut to what the server's context leaves after the
     prompt, counted by its `/tokenize`: servers refuse a request whose prompt + max_tokens exceed it."""
     text = render_chat(request.messages, wire.chat_template, wire.image_token, has_image=False)
-    answer = await _json(fetch, "POST", server + "/tokenize", {"model": wire.model, "prompt": text,
+    answer = await fetch_json(fetch, "POST", server + "/tokenize", {"model": wire.model, "prompt": text,
                                                                "add_special_tokens": False})
     count = answer.get("count") if isinstance(answer, dict) else None
     if not isinstance(count, int):
@@ -159,7 +161,7 @@ async def tokenize_yes_no(fetch: Fetch, server: str, model: str, native: bool = 
     tokenized: dict[str, list[int]] = {}
     for text in texts:
         body = {"model": model, "prompt": text, "add_special_tokens": False}
-        answer = await _json(fetch, "POST", server + "/tokenize", body)
+        answer = await fetch_json(fetch, "POST", server + "/tokenize", body)
         tokens = answer.get("tokens") if isinstance(answer, dict) else None
         if tokens is None:
             break
@@ -170,7 +172,7 @@ async def tokenize_yes_no(fetch: Fetch, server: str, model: str, native: bool = 
         return YesNoIds((), ())
     for text in texts:
         body = {"text": text, "sampling_params": {"max_new_tokens": 0}, "return_logprob": True, "logprob_start_len": 0}
-        answer = await _json(fetch, "POST", server + "/generate", body)
+        answer = await fetch_json(fetch, "POST", server + "/generate", body)
         meta = answer.get("meta_info") if isinstance(answer, dict) else None
         entries = meta.get("input_token_logprobs") if isinstance(meta, dict) else None
         if not entries:
