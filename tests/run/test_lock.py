@@ -107,6 +107,7 @@ def test_parts_lock_their_own_part_and_finalize_refuses_while_one_runs(recipe, t
     slow = recipe("slow", concurrency=1)
     part0 = start("build", str(slow), "--part", "0/2", "--no-progress")
     holding(lock.part_lock_path(out, (0, 2)), part0)
+    part0.send_signal(signal.SIGSTOP)  # paused, it keeps its lock: it cannot finish first on a loaded machine
     again = finish("build", str(slow), "--part", "0/2", "--no-progress")
     assert again.returncode == 1
     assert error_line(again).startswith(f"error: {out}: another build is writing here, part 0/2, pid {part0.pid}")
