@@ -27,7 +27,7 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -q -e '.[dev,hf,train,review]'
+	$(PIP) install -q -e '.[dev,hf,train,review,cloud]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -85,3 +85,16 @@ def build(write_recipe: Callable[..., Path]) -> Callable[..., Any]:
         return Builder(loaded, Path(loaded.recipe.output.dir), progress=False, **kwargs).run()
 
     return run
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> str:
+    """An empty bucket on the session's moto S3 server, reached through the AWS_* environment: 's3://NAME'."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    import s3store
+
+    for key, value in s3store.environment().items():
+        monkeypatch.setenv(key, value)
+    s3store.clear_fs_cache()
+    return s3store.new_bucket()
