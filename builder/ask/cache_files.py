@@ -95,3 +95,25 @@ def merge_caches(out: Path) -> int:
         path.unlink()
     folder.rmdir()
     return added
+
+
+def copy_new_rows(cache: RequestCache, since: int, dest: Path) -> int:
+    """Copy the rows `cache` committed after rowid `since` into a new cache file `dest`; returns the last
+    rowid copied (`since` when there was none, and then no file is made).
+
+    A replaced row gets a new rowid, so every answer stored since the last copy is in the next one."""
+    cache.commit()
+    db = sqlite3.connect(str(cache.path), isolation_level=None)
+    try:
+        last = db.execute("SELECT MAX(rowid) FROM answers").fetchone()[0] or 0
+        if last <= since:
+            return since
+        dest.unlink(missing_ok=True)
+        db.execute("ATTACH DATABASE ? AS delta", (str(dest),))
+        db.execute("CREATE TABLE delta.answers (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
+        db.execute("INSERT INTO delta.answers SELECT key, result FROM answers WHERE rowid > ? AND rowid <= ?",
+                   (since, last))
+        db.execute("DETACH DATABASE delta")
+        return last
+    finally:
+        db.close()

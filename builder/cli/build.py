@@ -51,7 +51,7 @@ def build(recipe: Path, engine: str | None, model: str | None, servers: tuple[st
     from builder.run.runners import make_builder
 
     loaded = load_recipe(recipe, build_overrides(engine, model, servers, api, limit, out, formats, strategy, sets))
-    builder = make_builder(loaded, Path(loaded.recipe.output.dir), runner, part, address, workers,
+    builder = make_builder(loaded, loaded.recipe.output.dir, runner, part, address, workers,
                            overwrite=overwrite, progress=not no_progress, wait=wait)
     if builder.check().simulated:
         click.echo(SIM_BANNER, err=True)
@@ -65,14 +65,17 @@ def build(recipe: Path, engine: str | None, model: str | None, servers: tuple[st
 
 
 @click.command()
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out")
 @handle_errors
-def finalize(out: Path) -> None:
+def finalize(out: str) -> None:
     """After `build --part I/N` jobs: check every shard is complete, then write stats and the card.
+
+    OUT is the output folder, or its object-store URL (s3://bucket/prefix).
 
     \b
     Example:
       tagllm finalize out/coco2014
+      tagllm finalize s3://my-bucket/coco2014
     """
     from builder.run.parts import finalize as run_finalize
 

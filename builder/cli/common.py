@@ -61,7 +61,7 @@ def print_summary(result: Any) -> None:
     s = result.stats
     cost = s.get("cost", {})
     reasons = ", ".join(f"{k} {v}" for k, v in s.get("failed_by_reason", {}).items()) or "none"
-    click.echo(f"output: {result.out}")
+    click.echo(f"output: {getattr(result, 'target', None) or result.out}")
     click.echo(f"images {s['images']}: ok {s['ok']}, failed {s['failed']} ({reasons})")
     if s.get("failed"):
         from builder.publish.failures import failure_lines

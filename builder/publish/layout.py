@@ -13,6 +13,8 @@ OUT/  (what a build writes; shard-00000 is shard 0 of n)
   webdataset/shard-00000.tar    {key}.jpg original bytes (any format) + {key}.json record
   data/train-00000-of-00003.parquet   Hugging Face layout: image, ClassLabel labels, scores, ...
   .tagllm.lock                  the writer lock while a build runs (builder.run.lock); gone after it
+An output in an object store (s3://, gs://) holds the same objects; each process builds it in a
+working folder of its own and puts the files there (builder.publish.store).
 Later commands add eval/ (`tagllm eval`), issues/ (`tagllm issues`) and review/corrections.jsonl
 (`tagllm review import`).
 """
@@ -42,10 +44,12 @@ WDS_DIR = "webdataset"
 HF_DIR = "data"
 PARTS_DIR = "parts"  # parts/part-I-of-N.json: what a `--part` build did (builder.run.parts)
 LOCK = ".tagllm.lock"  # the writer lock (builder.run.lock); parts add .tagllm.part-I-of-N.lock
+STORE_MARKER = ".tagllm.store.json"  # a working folder of an object-store output names its URL (publish.store)
 
 
 def is_lock(name: str) -> bool:
-    return name.startswith(".tagllm.") and name.endswith(".lock")
+    """Lock files, and a working folder's store marker: a build's own, never "content" of the folder."""
+    return name.startswith(".tagllm.") and (name.endswith(".lock") or name == STORE_MARKER)
 
 
 def clear_folder(out: Path) -> None:

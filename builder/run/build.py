@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from builder import __version__
-from builder.ask.cache_files import merge_caches, open_cache
+from builder import __version__, storage
+from builder.ask.cache_files import CACHES_DIR, merge_caches, open_cache
 from builder.engines.base import Engine
 from builder.engines.references import source_references
 from builder.engines.registry import open_engine
@@ -31,11 +31,13 @@ from builder.method import TaggingContext
 from builder.publish import corrections, layout
 from builder.publish.cost import cost_report
 from builder.publish.stats import merge
+from builder.publish.store import StoreOutput, store_of
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
 from builder.run import preflight
 from builder.run.lock import output_lock, writing_now
 from builder.run.progress import Reporter
+from builder.run.remote import ShardUpload
 from builder.run.shards import ShardChoice, remove_leftovers
 from builder.run.tagging import Tagging, gpu_count, tag_shards
 from builder.sources import open_source
@@ -52,6 +54,7 @@ class BuildResult:
     engine: dict[str, Any] = field(default_factory=dict)
     rerun: dict[str, int] | None = None  # new / kept / redone, when the folder held an earlier build
     notes: list[str | None] = field(default_factory=list)  # what else happened (shown in the summary)
+    target: str | None = None  # the object-store URL of the output (then `out` is this process's working folder)
 
 
 def _check_out(out: Path, digest: str, overwrite: bool, adopt: bool = False,
@@ -76,9 +79,11 @@ def _check_out(out: Path, digest: str, overwrite: bool, adopt: bool = False,
     return None
 
 
-def save_recipe(loaded: LoadedRecipe, out: Path) -> None:
-    """The resolved recipe beside the data, so `tagllm build OUT/recipe.yaml` re-runs it from anywhere."""
-    data = loaded.portable(out)
+def save_recipe(loaded: LoadedRecipe, out: Path, relative_to: Path | None = None) -> None:
+    """The resolved recipe beside the data, so `tagllm build OUT/recipe.yaml` re-runs it from anywhere.
+
+    Local paths in it are relative to `out`, or to `relative_to` (an object-store output: where the build ran)."""
+    data = loaded.portable(relative_to or out)
     if data["tagging"].get("concept_sheet"):
         loaded.concepts.save(out / layout.CONCEPTS)
         data["tagging"]["concept_sheet"] = layout.CONCEPTS
@@ -99,12 +104,14 @@ class Checked:
 class Builder:
     """One build of one recipe into one output folder."""
 
-    def __init__(self, loaded: LoadedRecipe, out: Path, engine: Engine | None = None,
+    def __init__(self, loaded: LoadedRecipe, out: Path | str, engine: Engine | None = None,
                  overwrite: bool = False, progress: bool = True, window: int | None = None,
                  adopt: bool = False, wait: bool = False):
         self.loaded = loaded
         self.recipe = loaded.recipe
-        self.out = Path(out)
+        # An object-store URL is built in a working folder of this process (publish.store).
+        self.store = StoreOutput.open(str(out)) if storage.is_url(out) else None
+        self.out = self.store.work if self.store is not None else storage.local_path(out)
         self.overwrite = overwrite
         self.progress = progress
         self._engine = engine
@@ -113,7 +120,8 @@ class Builder:
         self.adopt = adopt  # continue an output made by another recipe digest (relabel, retry-failed)
         self.tagging: Tagging | None = None  # set once the engine runs; knows the shards tagged this run
         self.part: tuple[int, int] | None = None  # (I, N): tag only shards k with k % N == I
-        self.cache_name: str | None = None  # a worker's own cache file under OUT/caches/
+        # a worker's own cache file under OUT/caches/ (every process has one in an object store)
+        self.cache_name: str | None = "build" if self.store is not None else None
         self.wait = wait  # another build holds the folder: wait for it instead of refusing
         self.remove_empty = False  # an input error emptied a new folder: remove it once the lock is gone
         self.by: str | None = None  # who tags, named in shard stats (a part)
@@ -153,6 +161,8 @@ class Builder:
         """Lock the folder, check everything, start the engine, then write; input errors leave nothing behind."""
         existed = self.out.exists()
         try:
+            if self.store is not None:
+                self._pull()
             try:
                 with self._locked():
                     self.started = time.time()
@@ -166,6 +176,21 @@ class Builder:
             if problem is None:
                 raise
             raise problem from exc
+
+    def _pull(self) -> None:
+        """Bring an object-store output's small files into the working folder; refuse a prefix of other objects."""
+        store = self.store
+        assert store is not None
+        store.check()
+        store.pull()
+        if not (self.out / layout.MANIFEST).is_file() and any(not self._ignore(n) for n in store.top_names()):
+            raise RunError(f"{store.url}: holds objects and is not a tagllm output; choose another --out")
+
+    def result(self, stats: dict[str, Any], shards: int, skipped: int, sent: int,
+               engine_info: dict[str, Any]) -> BuildResult:
+        simulated = self.checked.engine.simulated if self.checked is not None else False
+        return BuildResult(self.out, stats, shards, skipped, sent, simulated, engine_info,
+                           target=self.store.url if self.store is not None else None)
 
     def _locked(self) -> AbstractContextManager[None]:
         """The output folder's writer lock (exclusive; a part takes its own, see `PartBuilder`)."""
@@ -207,6 +232,8 @@ class Builder:
             try:
                 self.tagging = Tagging.open(self.loaded, self.out, engine, cache, checked.ctx, started, self.window)
                 self.tagging.by = self.by
+                if self.store is not None:
+                    self.tagging.upload = ShardUpload(self.store, cache, self.cache_name or "build")
                 reporter = Reporter(total=checked.source.total(), show=self.progress,
                                     requests=self.tagging.asker.counts)
                 try:
@@ -229,9 +256,11 @@ class Builder:
         kept = corrections.read_kept(self.out)  # human corrections outlive --overwrite
         if self.overwrite and self.out.exists():
             layout.clear_folder(self.out)  # not the lock: this build holds it
+            if self.store is not None:
+                self.store.clear()
         self.out.mkdir(parents=True, exist_ok=True)
         corrections.write_kept(self.out, kept)
-        save_recipe(self.loaded, self.out)
+        save_recipe(self.loaded, self.out, Path.cwd() if self.store is not None else None)
         manifest = {
             "tagllm_version": __version__, "recipe_digest": checked.digest, "name": self.recipe.name,
             "status": "running", "started": (checked.earlier or {}).get("started") or _now(),
@@ -243,6 +272,8 @@ class Builder:
             "runs": (checked.earlier or {}).get("runs", []),  # earlier runs' spans (this one's added at its end)
         }
         layout.write_json(self.out / layout.MANIFEST, manifest)
+        if self.store is not None:
+            self.store.push(p for p in (layout.RECIPE, layout.CONCEPTS, layout.MANIFEST) if (self.out / p).is_file())
         return manifest
 
     def _complete(self, manifest: dict[str, Any], shards: int, skipped: int, sent: int,
@@ -252,23 +283,37 @@ class Builder:
         Runs that rewrote every shard (a relabel, a first build) drop the earlier runs' spans."""
         manifest["runs"] = [*(manifest.get("runs", []) if skipped else []), self.run_span()]
         stats = complete_output(self.out, self.loaded, shards, manifest, preflight.portable_engine(engine_info))
-        return BuildResult(self.out, stats, shards, skipped, sent, self.checked.engine.simulated, engine_info)
+        return self.result(stats, shards, skipped, sent, engine_info)
 
 
 def complete_output(out: Path, loaded: LoadedRecipe, shards: int, manifest: dict[str, Any],
                     engine_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Once every one of the source's `shards` is in (whichever runner tagged them): drop shards past the
     source's end, name the files with the shard total, fold worker caches in, write stats and card, and
-    mark the manifest complete. Returns the stats."""
+    mark the manifest complete. Returns the stats.
+
+    In an object store the same happens in the working folder, with what other processes put there
+    pulled first and the results put back after, the manifest last."""
+    store = store_of(out)
+    if store is not None:
+        store.drop_shards_from(shards)
+        store.pull_dir(layout.INDEX_DIR, missing_only=True)  # shards other processes committed
+        store.pull_dir(CACHES_DIR)
     preflight.drop_shards_from(out, shards)
     output = loaded.recipe.output
     for writer in make_writers(out, loaded.vocab, output.formats, output.include_failed):
         writer.finalize(list(range(shards)))
     merge_caches(out)  # answers of parts or Ray workers, of this run or an earlier one
     remove_leftovers(out)
+    if store is not None:
+        store.name_data_files(shards)
+        store.push([layout.CACHE])
+        store.delete_dir(CACHES_DIR)  # folded into cache.sqlite
     stats = finalize_output(out, loaded, engine_info, layout.recorded_runs(out, manifest))
     manifest.update(status="complete", finished=_now(), shards=shards)
     layout.write_json(out / layout.MANIFEST, manifest)
+    if store is not None:
+        store.push_finished()
     return stats
 
 

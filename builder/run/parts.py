@@ -14,9 +14,11 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from builder import storage
 from builder.errors import RunError, UserError
 from builder.publish import layout
 from builder.publish.stats import merge
+from builder.publish.store import StoreOutput
 from builder.recipe.model import LoadedRecipe, load_recipe
 from builder.run.build import Builder, BuildResult, complete_output
 from builder.run.lock import output_lock
@@ -65,6 +67,8 @@ class PartBuilder(Builder):
             raise RunError(f"{self.out}: exists, is not empty and is not a tagllm output; choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
         layout.write_json(self.out / layout.MANIFEST, {"recipe_digest": self.digest(), "status": "running"})
+        if self.store is not None:
+            self.store.push([layout.MANIFEST])
 
     def _complete(self, manifest: dict[str, Any], shards: int, skipped: int, sent: int,
                   engine_info: dict[str, Any]) -> BuildResult:
@@ -75,11 +79,13 @@ class PartBuilder(Builder):
         runs = [*earlier, self.run_span()]
         layout.write_json(marker, {"part": self.part[0], "parts": self.part[1], "shards": mine, "total": shards,
                                    "host": os.uname().nodename if hasattr(os, "uname") else "", "runs": runs})
+        if self.store is not None:
+            self.store.push([marker.relative_to(self.out)])
         done = set(layout.completed_shards(self.out))
         stats = merge((layout.read_json(layout.shard_stats_path(self.out, k)) for k in mine if k in done), runs)
         stats.update(images_per_second=round(stats["images"] / stats["wall_seconds"], 3)
                      if stats["wall_seconds"] > 0 else 0.0)
-        return BuildResult(self.out, stats, len(mine), skipped, sent, self.checked.engine.simulated, engine_info)
+        return self.result(stats, len(mine), skipped, sent, engine_info)
 
 
 def shard_total(out: Path, loaded: LoadedRecipe) -> int:
@@ -99,16 +105,29 @@ def missing_shards(out: Path, total: int) -> list[int]:
     return sorted(set(range(total)) - set(layout.completed_shards(out)))
 
 
-def finalize(out: Path) -> BuildResult:
+def finalize(out: Path | str) -> BuildResult:
     """Check that every shard is complete, then write what one process writes at its end (no part may run)."""
-    out = layout.require_output(Path(out))
+    if storage.is_url(out):
+        store = StoreOutput.open(str(out))
+        store.check()
+        store.pull()
+        if not (store.work / layout.MANIFEST).is_file():
+            raise UserError(f"{store.url}: not a tagllm output (no {layout.MANIFEST})")
+        with output_lock(store.work):
+            result = _finalize(store.work, Path.cwd())
+        result.target = store.url
+        return result
+    out = layout.require_output(storage.local_path(out))
     with output_lock(out, what="finalize once every part has finished"):
         return _finalize(out)
 
 
-def _finalize(out: Path) -> BuildResult:
+def _finalize(out: Path, base_dir: Path | None = None) -> BuildResult:
+    """`base_dir`: where the recipe's relative local paths start (an object-store output's: where the build ran)."""
     manifest = layout.read_json(out / layout.MANIFEST)
     loaded = load_recipe(out / layout.RECIPE, [])
+    if base_dir is not None:
+        loaded.base_dir = base_dir
     total = shard_total(out, loaded)
     missing = missing_shards(out, total)
     if missing:

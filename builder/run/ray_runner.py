@@ -21,16 +21,19 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from builder import storage
 from builder.ask.cache_files import open_cache
 from builder.engines.references import source_references
 from builder.engines.registry import open_engine
 from builder.errors import RunError, UserError
 from builder.method import TaggingContext
 from builder.publish import layout
+from builder.publish.store import StoreOutput
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
 from builder.run.build import Builder, BuildResult, Checked
 from builder.run.progress import Reporter
+from builder.run.remote import ShardUpload
 from builder.run.shards import ShardChoice, plan_shards
 from builder.run.tagging import Tagging, tag_shards
 from builder.sources import open_source
@@ -52,7 +55,10 @@ class ShardWorker:
     """Lives in a Ray actor: tags whole shards through one engine and commits them."""
 
     def __init__(self, loaded: LoadedRecipe, out: str, slot: int, servers: list[str], window: int | None):
-        self.loaded, self.out, self.slot, self.servers, self.window = loaded, Path(out), slot, servers, window
+        self.loaded, self.slot, self.servers, self.window = loaded, slot, servers, window
+        # An object-store output: this worker's own working folder, its shards put in the store at commit.
+        self.store = StoreOutput.open(out) if storage.is_url(out) else None
+        self.out = self.store.work if self.store is not None else Path(out)
         self.ready: tuple[Tagging, Any] | None = None  # (what this process tags with, the source)
         self.lock: asyncio.Lock | None = None
 
@@ -71,16 +77,23 @@ class ShardWorker:
                 references = functools.partial(source_references, self.loaded)
                 engine = open_engine(spec, self.loaded.vocab, references=references)
                 await engine.start()
-                cache = open_cache(self.out, f"worker-{self.slot:03d}")
+                if self.store is not None:
+                    self.store.pull()  # the manifest, shard marks and the caches of earlier runs
+                name = f"worker-{self.slot:03d}"
+                cache = open_cache(self.out, name)
                 tagging = Tagging.open(self.loaded, self.out, engine, cache, TaggingContext(self.loaded),
                                        engine.describe(), self.window)
                 tagging.by = f"worker {self.slot}"
+                if self.store is not None:
+                    tagging.upload = ShardUpload(self.store, cache, name)
                 self.ready = (tagging, open_source(recipe.source, self.loaded.vocab, self.loaded.base_dir))
         return self.ready
 
     async def tag_shard(self, shard: int) -> dict[str, Any]:
         """Tag and commit one shard (kept when complete: a retried call); returns its stats and this process's id."""
         tagging, source = await self._start()
+        if self.store is not None:
+            self.store.pull_shard(shard)  # committed by a worker that died before answering: kept
         plan = await tag_shards(tagging, source, ShardChoice(shards=(shard,)))
         stats = plan.committed[0] if plan.committed else layout.read_json(layout.shard_stats_path(self.out, shard))
         return {"shard": shard, "pid": os.getpid(), "stats": stats}
@@ -91,6 +104,8 @@ class ShardWorker:
             await tagging.engine.close()
             tagging.asker.cache.close()
             self.ready = None
+        if self.store is not None:
+            self.store.close()
 
 
 def worker_servers(servers: list[str], workers: int, slot: int) -> list[str]:
@@ -168,10 +183,14 @@ class RayBuilder(Builder):
             actor = ray.remote(ShardWorker).options(
                 name=name, namespace=NAMESPACE, num_cpus=self.worker_cpus, num_gpus=gpus, max_restarts=3,
                 max_task_retries=3, max_concurrency=SHARDS_PER_WORKER + 2)
-            workers.append(actor.remote(self.loaded, str(self.out.resolve()), slot,
+            workers.append(actor.remote(self.loaded, self._target(), slot,
                                         worker_servers(list(spec.servers), count, slot), self.window))
         self.worker_pids = ray.get([w.warm.remote() for w in workers])
         return workers
+
+    def _target(self) -> str:
+        """Where workers write: the object-store URL, or the shared folder's absolute path."""
+        return self.store.url if self.store is not None else str(self.out.resolve())
 
     def _retire(self, ray: Any, slot: int) -> str:
         """The worker's name for this output folder; a worker of a dead driver still running under it is killed.
@@ -181,7 +200,7 @@ class RayBuilder(Builder):
         """
         import hashlib
 
-        name = f"tagllm-{hashlib.sha256(str(self.out.resolve()).encode()).hexdigest()[:12]}-{slot}"
+        name = f"tagllm-{hashlib.sha256(self._target().encode()).hexdigest()[:12]}-{slot}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -190,7 +209,7 @@ class RayBuilder(Builder):
                 return name
             ray.kill(old, no_restart=True)
             time.sleep(0.5)
-        raise RunError(f"a Ray worker named {name} (an earlier build of {self.out}) does not go away")
+        raise RunError(f"a Ray worker named {name} (an earlier build of {self._target()}) does not go away")
 
     def _dispatch(self, ray: Any, todo: list[int], reporter: Reporter) -> None:
         """Keep every worker busy with SHARDS_PER_WORKER shards until all are committed."""

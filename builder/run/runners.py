@@ -12,7 +12,7 @@ from builder.run.build import Builder
 RUNNERS = ("local", "ray")
 
 
-def make_builder(loaded: LoadedRecipe, out: Path, runner: str = "local", part: str | None = None,
+def make_builder(loaded: LoadedRecipe, out: Path | str, runner: str = "local", part: str | None = None,
                  address: str | None = None, workers: int | None = None, **kwargs: Any) -> Builder:
     """A builder with `check()` and `run()`; options that do not fit the runner are errors, not ignored."""
     if runner not in RUNNERS:

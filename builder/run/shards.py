@@ -109,8 +109,10 @@ class WriterSink(ShardSink):
     def __init__(self, out: Path, shard: int, writers: list, counts: Any, simulated: bool,
                  on_record: Callable[[Record], None] | None = None, tally: dict[str, int] | None = None,
                  fix: Callable[[Record, bytes | None], Record] | None = None,
-                 durable: Callable[[], None] | None = None, by: str | None = None):
+                 durable: Callable[[], None] | None = None, by: str | None = None,
+                 publish: Callable[[int, list[Path]], None] | None = None):
         self.out, self.shard, self.writers, self.fix, self.by = out, shard, writers, fix, by
+        self.publish = publish  # puts the committed shard in an object store (run.remote.ShardUpload)
         self.durable = durable  # makes the request cache's answers durable (before the shard is renamed)
         self.counts, self.simulated, self.on_record = counts, simulated, on_record
         # `tally` holds the asker's counts at the previous commit of the same walk (shared by its sinks)
@@ -141,8 +143,7 @@ class WriterSink(ShardSink):
         """Rename every file of the shard into place, then write its stats (the completion mark)."""
         if self.durable is not None:
             self.durable()  # every answer is committed before any file of its shard is
-        for w in self.writers:
-            w.end_shard()
+        files = [w.end_shard() for w in self.writers]
         # Requests are counted between commits: with shards overlapping in the window the split
         # between neighbours is approximate, the total over a run is exact.
         sent, retries = self.counts["sent"], self.counts["retries"]
@@ -150,6 +151,8 @@ class WriterSink(ShardSink):
                                  self.simulated, by=self.by)
         self.tally.update(sent=sent, retries=retries)
         layout.write_json(layout.shard_stats_path(self.out, self.shard), data)
+        if self.publish is not None:
+            self.publish(self.shard, files)
         return data
 
 

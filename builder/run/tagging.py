@@ -47,6 +47,7 @@ class Tagging:
     tally: dict[str, int] = field(default_factory=lambda: {"sent": 0, "retries": 0})
     tagged: set[int] = field(default_factory=set)  # shards tagged by this process (not kept as they were)
     by: str | None = None  # who tags, named in each shard's stats: "worker 3" (Ray), "part 0/4"
+    upload: Callable[[int, list[Path]], None] | None = None  # an object-store output: puts each committed shard
 
     @classmethod
     def open(cls, loaded: LoadedRecipe, out: Path, engine: Engine, cache: RequestCache | None,
@@ -85,7 +86,7 @@ async def tag_shards(tagging: Tagging, source: Any, choice: ShardChoice,
         tagging.tagged.add(shard)
         return WriterSink(out, shard, writers, tagging.asker.counts, tagging.engine.simulated, on_record,
                           tagging.tally, tagging.fix, durable=cache.commit if cache is not None else None,
-                          by=tagging.by)
+                          by=tagging.by, publish=tagging.upload)
 
     plan.committed = await walk_shards(plan.jobs, tagging.strategy.tag, tagging.window, sink)
     return plan

@@ -13,11 +13,13 @@ import tarfile
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 from PIL import Image, ImageOps
 
 from builder.publish import layout
+from builder.publish.store import store_of
 from builder.publish.writers.webdataset import member_key
 
 THUMB_SIZE = 256  # longest side, pixels: sharp at 2x in the gallery's 128-px-high rows
@@ -33,20 +35,35 @@ def hf_shard_file(out: Path, shard: int) -> Path | None:
 
 
 def shard_images(out: Path, shard: int, keys: set[str]) -> Iterator[tuple[str, bytes]]:
-    """(key, original bytes) of the wanted keys of one shard, from the HF parquet or else the tar."""
+    """(key, original bytes) of the wanted keys of one shard, from the HF parquet or else the tar.
+
+    A working folder of an object-store output reads the store's file of a shard it does not hold."""
     path = hf_shard_file(out, shard)
+    tar_file = layout.tar_path(out, shard)
+    if path is None and not tar_file.is_file():
+        store = store_of(out)
+        if store is not None:
+            with store.shard_file(shard) as found:
+                if found is not None:
+                    yield from _images_in(found[0], found[1], keys)
+        return
     if path is not None:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH, columns=["key", "image"]):
+        yield from _images_in("parquet", path, keys)
+    else:
+        yield from _images_in("tar", tar_file, keys)
+
+
+def _images_in(kind: str, file: Any, keys: set[str]) -> Iterator[tuple[str, bytes]]:
+    """(key, bytes) of the wanted keys in one HF parquet or tar (a path or a readable file object)."""
+    if kind == "parquet":
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=BATCH, columns=["key", "image"]):
             for row in batch.to_pylist():
                 image = row.get("image") or {}
                 if row["key"] in keys and image.get("bytes"):
                     yield row["key"], image["bytes"]
         return
-    tar_file = layout.tar_path(out, shard)
-    if not tar_file.is_file():
-        return
     by_member = {member_key(k): k for k in keys}
-    with tarfile.open(tar_file) as tar:
+    with tarfile.open(**({"name": file} if isinstance(file, Path) else {"fileobj": file, "mode": "r|*"})) as tar:
         for member in tar:
             name, _, ext = member.name.partition(".")
             if ext != "json" and name in by_member and member.isfile():
