@@ -101,8 +101,8 @@ def copy_new_rows(cache: RequestCache, since: int, dest: Path) -> int:
     """Copy the rows `cache` committed after rowid `since` into a new cache file `dest`; returns the last
     rowid copied (`since` when there was none, and then no file is made).
 
-    A replaced row gets a new rowid, so every answer stored since the last copy is in the next one."""
-    cache.commit()
+    A replaced row gets a new rowid, so every answer stored since the last copy is in the next one. Only
+    committed rows are seen (the caller commits: this may run in another thread while the cache fills)."""
     db = sqlite3.connect(str(cache.path), isolation_level=None)
     try:
         last = db.execute("SELECT MAX(rowid) FROM answers").fetchone()[0] or 0

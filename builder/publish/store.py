@@ -182,9 +182,13 @@ class StoreOutput:
     # writing --------------------------------------------------------------------------------
     @_named
     def push(self, rels: Iterable[str | Path]) -> None:
-        """Put these files of the working folder under their final names, in the order given."""
-        for rel in rels:
-            self.fs.put_file(str(self.work / rel), self.key(rel))
+        """Put these files of the working folder under their final names, all at once (each object is
+        whole or absent: order between groups comes from separate calls, e.g. a shard's mark after its files)."""
+        rels = list(rels)
+        if len(rels) == 1:
+            self.fs.put_file(str(self.work / rels[0]), self.key(rels[0]))
+        elif rels:
+            self.fs.put([str(self.work / r) for r in rels], [self.key(r) for r in rels])
 
     @_named
     def push_file(self, local: Path, rel: str) -> None:
@@ -197,25 +201,18 @@ class StoreOutput:
         stale = [f"{layout.HF_DIR}/{n}" for n in self._names(layout.HF_DIR)
                  if n.startswith(f"train-{shard:05d}") and f"{layout.HF_DIR}/{n}" not in {r.as_posix() for r in rels}]
         self.delete(stale)
-        self.push([*rels, layout.shard_stats_path(Path(), shard)])
-
-    @_named
-    def push_tree(self, rel_dir: str) -> None:
-        folder = self.work / rel_dir
-        if folder.is_dir():
-            self.push(p.relative_to(self.work) for p in sorted(folder.rglob("*")) if p.is_file())
+        self.push(rels)
+        self.push([layout.shard_stats_path(Path(), shard)])  # the mark, once every file of the shard is in
 
     @_named
     def push_finished(self) -> None:
-        """What completing a build writes besides shards and cache: totals, card, gallery, then the manifest."""
-        from builder.publish.gallery import GALLERY
+        """What completing a build writes besides shards and cache: totals, card and its contact sheet,
+        then the manifest. The gallery stays out, as on the Hub: one object per thumbnail and page would
+        cost a request each on every completion; `tagllm view` writes it in a downloaded copy."""
         from builder.publish.gallery.contact_sheet import SHEET
 
         self.push(n for n in (layout.STATS, layout.CARD, SHEET, layout.RECIPE, layout.CONCEPTS)
                   if (self.work / n).is_file())
-        if self.fs.exists(self.key(GALLERY)):
-            self.fs.rm(self.key(GALLERY), recursive=True)  # pages of an earlier, longer build must not stay
-        self.push_tree(GALLERY)
         self.push([layout.MANIFEST])
 
     @_named

@@ -232,17 +232,21 @@ class Builder:
             try:
                 self.tagging = Tagging.open(self.loaded, self.out, engine, cache, checked.ctx, started, self.window)
                 self.tagging.by = self.by
-                if self.store is not None:
-                    self.tagging.upload = ShardUpload(self.store, cache, self.cache_name or "build")
+                upload = ShardUpload(self.store, cache, self.cache_name or "build") if self.store else None
+                self.tagging.upload = upload
                 reporter = Reporter(total=checked.source.total(), show=self.progress,
                                     requests=self.tagging.asker.counts)
                 try:
                     plan = await tag_shards(self.tagging, checked.source, ShardChoice(part=self.part), reporter)
+                    if upload is not None:
+                        upload.wait()  # every committed shard is in the store before the totals are made
                 except BaseException:  # Ctrl-C, an error: stop tagging before the cache closes under it
                     await _cancel_other_tasks()
                     raise
                 finally:
                     reporter.close()
+                    if upload is not None:
+                        upload.close()
             finally:
                 cache.close()
             # Read again at the end: an engine's description may count what it did (http: requests per server).

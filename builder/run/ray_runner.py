@@ -95,6 +95,8 @@ class ShardWorker:
         if self.store is not None:
             self.store.pull_shard(shard)  # committed by a worker that died before answering: kept
         plan = await tag_shards(tagging, source, ShardChoice(shards=(shard,)))
+        if tagging.upload is not None:
+            await tagging.upload.committed(shard)  # the driver counts the shard done: its mark must be up
         stats = plan.committed[0] if plan.committed else layout.read_json(layout.shard_stats_path(self.out, shard))
         return {"shard": shard, "pid": os.getpid(), "stats": stats}
 
@@ -103,6 +105,8 @@ class ShardWorker:
             tagging, _ = self.ready
             await tagging.engine.close()
             tagging.asker.cache.close()
+            if tagging.upload is not None:
+                tagging.upload.close()
             self.ready = None
         if self.store is not None:
             self.store.close()

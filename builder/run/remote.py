@@ -1,17 +1,22 @@
 """What a process does after committing a shard into the working folder of an object-store output.
 
-Its request cache's new answers go up first, as a file of their own (`caches/NAME.RUN.SEQ.sqlite`:
-only the rows since the last commit, so each commit costs the shard's answers, not the whole cache
-again), then the shard's files, then its stats object, the mark. A worker killed mid-shard loses
-the answers of that shard alone; every file of every process is folded into `cache.sqlite` when
-the build completes (`complete_output`).
+The shard goes up in a thread of its own while the next shard is tagged (the engine never waits on
+the store): first the request cache's new answers, as a file of their own
+(`caches/NAME.RUN.SEQ.sqlite`: only the rows since the last commit, so each commit costs the
+shard's answers, not the whole cache again), then the shard's files, then its stats object, the
+mark. Shards go up one at a time, in commit order. A process killed before a shard's mark is up
+leaves that shard missing in the store (the next run writes it again) and loses the answers not
+yet uploaded; every file of every process is folded into `cache.sqlite` when the build completes
+(`complete_output`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from builder.ask.cache import RequestCache
@@ -20,14 +25,37 @@ from builder.publish.store import StoreOutput
 
 
 class ShardUpload:
-    """Called by a shard's sink once the shard is committed locally: puts it in the store."""
+    """Called by a shard's sink once the shard is committed locally (its answers durable): puts it in the store."""
 
     def __init__(self, store: StoreOutput, cache: RequestCache | None, name: str):
         self.store, self.cache, self.name = store, cache, name
         self.run = f"{int(time.time() * 1000):x}-{os.getpid()}"  # a restarted worker never reuses a name
         self.since, self.seq = 0, 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="tagllm-upload")
+        self._futures: dict[int, Future] = {}
 
     def __call__(self, shard: int, files: list[Path]) -> None:
+        failed = [f for f in self._futures.values() if f.done() and f.exception() is not None]
+        if failed:
+            failed[0].result()  # an earlier upload failed: stop the build now, not at its end
+        self._futures[shard] = self._pool.submit(self._put, shard, files)
+
+    def wait(self) -> None:
+        """Block until every shard handed over is in the store (raises the first upload error)."""
+        futures, self._futures = list(self._futures.values()), {}
+        for future in futures:
+            future.result()
+
+    async def committed(self, shard: int) -> None:
+        """Wait, without blocking the loop, until this shard's mark is in the store."""
+        future = self._futures.pop(shard, None)
+        if future is not None:
+            await asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _put(self, shard: int, files: list[Path]) -> None:
         self._answers()
         self.store.push_shard(shard, files)
 
@@ -40,6 +68,5 @@ class ShardUpload:
             if last == self.since:
                 return
             self.seq += 1
-            rel = f"{CACHES_DIR}/{self.name}.{self.run}.{self.seq:05d}.sqlite"
-            self.store.push_file(delta, rel)
+            self.store.push_file(delta, f"{CACHES_DIR}/{self.name}.{self.run}.{self.seq:05d}.sqlite")
             self.since = last
