@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from builder import storage
 from builder.errors import UserError
 from builder.recipe.concepts import ConceptSheet, load_concept_sheet
 from builder.recipe.sections import (
@@ -127,7 +128,8 @@ class LoadedRecipe:
         data = self.recipe.model_dump(mode="json")
         data["vocabulary"] = self.vocab.model_dump(mode="json")
         for section, key in PATH_FIELDS:
-            p = self.path(data[section].get(key))
+            value = data[section].get(key)
+            p = None if value is None or storage.is_url(value) else self.path(value)  # URLs stay as written
             if p is not None and p.exists():
                 data[section][key] = str(p.resolve())
         return data
@@ -140,7 +142,9 @@ class LoadedRecipe:
         data = self.resolved()
         for section, key in PATH_FIELDS:
             value = data[section].get(key)
-            if value and Path(value).is_absolute():
+            if value and storage.is_url(value):
+                data[section][key] = redact_url(value)
+            elif value and Path(value).is_absolute():
                 data[section][key] = os.path.relpath(value, Path(folder).resolve())
         data["engine"]["servers"] = [redact_url(u) for u in data["engine"]["servers"]]
         data["output"]["dir"] = f"out/{self.recipe.name}"

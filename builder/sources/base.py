@@ -23,6 +23,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from builder import storage
 from builder.errors import UserError
 from builder.recipe.kinds import SOURCES
 from builder.records import Item
@@ -54,6 +55,9 @@ class Source(ABC):
 
     def image_folder(self) -> Path:
         """`spec.path` resolved: the folder the images are read from."""
+        if storage.is_url(self.spec.path):
+            raise UserError(f"source.path: {self.spec.path}: kind {self.spec.kind} reads local folders only "
+                            "(object-store URLs work with kinds folder and webdataset)")
         root = self.resolve(self.spec.path)
         if not root.is_dir():
             raise UserError(f"source.path: not a folder: {root}")

@@ -4,23 +4,28 @@ The layout follows Hugging Face `imagefolder`: images anywhere below the folder,
 `metadata.jsonl` or `metadata.csv` whose `file_name` column is relative to the metadata file's
 own folder. Only paths are listed up front (keys must be unique before the first item goes out);
 image bytes are read one file at a time as the stream is consumed.
+
+`spec.path` may also be an object-store prefix (s3://bucket/photos, gs://...): it is listed and read
+through fsspec (`trees.StoreTree`) with the same relative paths, so its keys and refs equal those of
+a local copy of the same folder.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
+import posixpath
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from builder import storage
 from builder.errors import UserError
 from builder.records import Item
-from builder.sources.base import require_file
 from builder.sources.listed import ListedSource
+from builder.sources.trees import LocalTree, StoreTree, Tree
 
 if TYPE_CHECKING:
     from builder.recipe.model import SourceSpec
@@ -80,13 +85,17 @@ def read_image_file(path: Path, shown: str | None = None) -> tuple[bytes | None,
     `shown` is how the detail names the file (a path relative to the source, so published
     indexes hold no local absolute paths).
     """
-    name = shown if shown is not None else str(path)
+    return guarded_read(path.read_bytes, shown if shown is not None else str(path))
+
+
+def guarded_read(read: Callable[[], bytes], name: str) -> tuple[bytes | None, str | None, str]:
+    """`read()` as (bytes, error, detail), the file called `name` in the detail."""
     try:
-        data = path.read_bytes()
+        data = read()
     except FileNotFoundError:
         return None, "missing", f"file not found: {name}"
     except OSError as exc:
-        return None, "missing", f"cannot read {name}: {exc.strerror or type(exc).__name__}"
+        return None, "missing", f"cannot read {name}: {exc.strerror or str(exc) or type(exc).__name__}"
     if not data:
         return None, "empty", f"zero bytes: {name}"
     return data, None, ""
@@ -98,17 +107,9 @@ def split_label_text(text: str) -> list[str]:
     return [part.strip() for part in text.split(sep) if part.strip()]
 
 
-def list_images(root: Path) -> list[str]:
-    """Relative posix paths of every image below root, sorted; hidden files and folders skipped."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.startswith("."):
-                continue
-            if split_ext(name)[1] in IMAGE_EXTS:
-                found.append(Path(dirpath, name).relative_to(root).as_posix())
-    return sorted(found)
+def list_images(tree: Tree) -> list[str]:
+    """Relative posix paths of every image below the tree's root, sorted; hidden files and folders skipped."""
+    return [rel for rel in tree.files() if split_ext(rel.rpartition("/")[2])[1] in IMAGE_EXTS]
 
 
 @dataclass(slots=True)
@@ -127,22 +128,24 @@ class FolderSource(ListedSource):
 
     def __init__(self, spec: SourceSpec, vocab: Vocabulary, base_dir: Path):
         super().__init__(spec, vocab, base_dir)
-        self.root = self.image_folder()
+        self.tree: Tree = StoreTree(spec.path) if storage.is_url(spec.path) else LocalTree(self.image_folder())
         self.metadata_path = self._find_metadata()
         self.label_column = spec.label_column or "labels"
 
-    def _find_metadata(self) -> Path | None:
+    def _find_metadata(self) -> str | None:
+        tree = self.tree
         if self.spec.metadata:
-            p = Path(self.spec.metadata).expanduser()
-            return require_file(Path(os.path.normpath(p if p.is_absolute() else self.root / p)), "source.metadata")
-        for name in DEFAULT_METADATA:
-            if (self.root / name).is_file():
-                return self.root / name
-        return None
+            path = tree.locate(self.spec.metadata)
+            if not tree.is_file(path):
+                raise UserError(f"source.metadata: file not found: {tree.shown(path)}")
+            return path
+        return next((tree.join(n) for n in DEFAULT_METADATA if tree.is_file(tree.join(n))), None)
 
     def _read_listing(self) -> list[_Entry]:
         rows = self._read_metadata() if self.metadata_path else {}
-        rels = list_images(self.root)
+        rels = list_images(self.tree)
+        if not rels and not rows and isinstance(self.tree, StoreTree):  # a prefix that does not exist lists nothing
+            raise UserError(f"source.path: no images under {self.tree.url}")
         if rows:
             rels = sorted(set(rels) | set(rows))
         keys = unique_keys(rels)
@@ -155,10 +158,11 @@ class FolderSource(ListedSource):
         detail = ""
         if entry.listed:
             try:
-                reference = self.map_labels(self._row_labels(entry.value), f"{self.metadata_path.name}: {rel}")
+                where = f"{posixpath.basename(self.metadata_path or '')}: {rel}"
+                reference = self.map_labels(self._row_labels(entry.value), where)
             except ValueError as exc:
                 error, detail = "source", str(exc)
-        image, read_error, read_detail = read_image_file(self.root / rel, rel)
+        image, read_error, read_detail = guarded_read(lambda: self.tree.read(rel), rel)
         if read_error and (error is None or read_error == "missing"):
             error, detail = read_error, read_detail
         return Item(key=entry.key, image=image, ext=split_ext(rel)[1], ref={"path": rel}, reference=reference,
@@ -175,42 +179,40 @@ class FolderSource(ListedSource):
 
     def _read_metadata(self) -> dict[str, Any]:
         """Relative image path (to the folder) -> raw label value, for every metadata row."""
-        path = self.metadata_path
+        path, tree = self.metadata_path, self.tree
         assert path is not None
-        rows = _jsonl_rows(path) if path.suffix.lower() == ".jsonl" else _csv_rows(path)
-        out: dict[str, Any] = {}
-        for where, row in rows:
-            name = row.get("file_name")
-            if not isinstance(name, str) or not name.strip():
-                raise UserError(f"{where}: a 'file_name' is needed on every row")
-            rel = self._relative(path.parent / name.strip(), where)
-            if rel in out:
-                raise UserError(f"{where}: {name!r} is listed twice")
-            out[rel] = row.get(self.label_column)
+        shown = tree.shown(path)
+        with tree.open_text(path) as f:
+            rows = _jsonl_rows(f, shown) if path.lower().endswith(".jsonl") else _csv_rows(f, shown)
+            out: dict[str, Any] = {}
+            for where, row in rows:
+                name = row.get("file_name")
+                if not isinstance(name, str) or not name.strip():
+                    raise UserError(f"{where}: a 'file_name' is needed on every row")
+                target = posixpath.join(posixpath.dirname(path), name.strip())
+                rel = tree.relative(target)
+                if rel is None:
+                    raise UserError(f"{where}: {tree.shown(posixpath.normpath(target))} is outside the image "
+                                    f"folder {tree.shown(tree.root)}")
+                if rel in out:
+                    raise UserError(f"{where}: {name!r} is listed twice")
+                out[rel] = row.get(self.label_column)
         return out
 
-    def _relative(self, target: Path, where: str) -> str:
+
+def _jsonl_rows(f: Iterable[str], path: str) -> Iterable[tuple[str, dict[str, Any]]]:
+    for n, line in enumerate(f, 1):
+        if not line.strip():
+            continue
         try:
-            return Path(os.path.normpath(target)).relative_to(os.path.normpath(self.root)).as_posix()
-        except ValueError:
-            raise UserError(f"{where}: {target} is outside the image folder {self.root}") from None
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{n}: each line must be a JSON object")
+        yield f"{path}:{n}", row
 
 
-def _jsonl_rows(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{n}: each line must be a JSON object")
-            yield f"{path}:{n}", row
-
-
-def _csv_rows(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        for n, row in enumerate(csv.DictReader(f), 2):
-            yield f"{path}:{n}", row
+def _csv_rows(f: Iterable[str], path: str) -> Iterable[tuple[str, dict[str, Any]]]:
+    for n, row in enumerate(csv.DictReader(f), 2):
+        yield f"{path}:{n}", row

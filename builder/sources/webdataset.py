@@ -1,27 +1,32 @@
 """WebDataset reader: samples from tar shards, raw member bytes, no decoding.
 
 `spec.path` is one tar, a folder of tars (sorted by name), or a brace pattern such as
-`shards/train-{000000..000009}.tar`. The `webdataset` library groups tar members into samples;
-a shard that cannot be read stops the run with a clear message naming the shard, because its
+`shards/train-{000000..000009}.tar`, on disk or in an object store (s3://bucket/shards/, gs://...).
+Local and store tars are opened here (store objects through fsspec, since webdataset's gopen knows
+no s3://) and fed through webdataset's own tar expansion and key grouping, so a tar groups into the
+same samples wherever it lies; pipe:, http(s):// and hf:// inputs are left to webdataset entirely.
+A shard that cannot be read stops the run with a clear message naming the shard, because its
 samples cannot be enumerated (and so cannot be recorded one by one).
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import PurePosixPath
-from typing import Any
+from typing import IO, Any
 
+from builder import storage
 from builder.errors import UserError
 from builder.records import Item
 from builder.sources.base import Source
 from builder.sources.folder import IMAGE_EXTS, safe_key, split_label_text
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-REMOTE = re.compile(r"^(pipe|https?|s3|gs|hf):")
+REMOTE = re.compile(r"^(pipe|https?|hf):")  # inputs webdataset opens itself (gopen)
 
 
 def member_ext(field: str) -> str:
@@ -35,10 +40,13 @@ class WebDatasetSource(Source):
     kind = "webdataset"
 
     def shard_urls(self) -> list[str]:
-        """Local shard paths (a brace pattern expanded here, so each shard is checked); remote URLs as given."""
+        """Local shard paths or store URLs (a brace pattern expanded here, so each shard is checked);
+        webdataset's own remote inputs as given."""
         raw = self.spec.path
         if REMOTE.match(raw):
             return [raw]
+        if storage.is_url(raw):
+            return store_shards(raw)
         if "{" in raw:
             from braceexpand import braceexpand  # a dependency of webdataset
 
@@ -58,9 +66,29 @@ class WebDatasetSource(Source):
         return [str(path)]
 
     def _samples(self, urls: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        urls = urls or self.shard_urls()
+        if REMOTE.match(urls[0]):
+            yield from self._remote_samples(urls)
+            return
+        from webdataset.tariterators import group_by_keys, tar_file_expander
+
+        current = [urls[0]]  # the shard being read, for the message
+        it = group_by_keys(tar_file_expander(_streams(urls, current)))
+        while True:
+            try:
+                sample = next(it)
+            except StopIteration:
+                return
+            except UserError:
+                raise
+            except Exception as exc:  # tarfile, zlib, the store's client: any of them ends the shard
+                raise UserError(f"source: cannot read WebDataset shard {current[0]}: {_reason(exc)}") from exc
+            yield sample
+
+    def _remote_samples(self, urls: list[str]) -> Iterator[dict[str, Any]]:
         import webdataset as wds
 
-        urls = urls or self.shard_urls()  # one remote pattern is passed as a string so webdataset expands it
+        # one remote pattern is passed as a string so webdataset expands it
         ds = wds.WebDataset(urls[0] if len(urls) == 1 else urls, shardshuffle=False, empty_check=False)
         it = iter(ds)
         while True:
@@ -78,7 +106,7 @@ class WebDatasetSource(Source):
             yield self._item(sample, seen)
 
     def _plan(self) -> list[tuple[str, list[str]]] | None:
-        """Per local tar: the sample names in tar order, from the tar headers only; None for remote shards."""
+        """Per local or store tar: the sample names in tar order, from the tar headers only; None for remote shards."""
         if not hasattr(self, "_planned"):
             urls = self.shard_urls()
             self._planned = None if REMOTE.match(urls[0]) else [(url, tar_sample_names(url)) for url in urls]
@@ -176,13 +204,71 @@ class WebDatasetSource(Source):
         return Item(key=key, image=image, ext=ext, ref=ref, reference=reference, error=error, detail=detail)
 
 
+def open_shard(url: str) -> IO[bytes]:
+    """A local tar or a store object, opened for reading (fsspec files seek, so tar headers can be skipped to)."""
+    if not storage.is_url(url):
+        return open(url, "rb")
+    fs, path = storage.url_fs(url)
+    return fs.open(path, "rb")
+
+
+def _streams(urls: list[str], current: list[str]) -> Iterator[dict[str, Any]]:
+    """webdataset's url+stream pairs, one open shard at a time; `current[0]` names the one being read."""
+    for url in urls:
+        current[0] = url
+        try:
+            stream = open_shard(url)
+        except Exception as exc:
+            raise UserError(f"source: cannot read WebDataset shard {storage.failure(exc, url)}") from exc
+        with stream:
+            yield {"url": url, "stream": stream}
+
+
+def _reason(exc: BaseException) -> str:
+    """First line of an error that webdataset may have extended with (stream, url) args."""
+    first = exc.args[0] if exc.args else ""
+    text = str(first).strip().splitlines()[0] if str(first).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def store_shards(raw: str) -> list[str]:
+    """Shard URLs of a store path: one tar, a prefix of tars (by name), or a brace pattern (each shard checked)."""
+    fs, path = storage.url_fs(raw)
+    try:
+        if "{" in raw:
+            from braceexpand import braceexpand  # a dependency of webdataset
+
+            urls = list(braceexpand(raw))
+            paths = [storage.url_fs(url)[1] for url in urls]
+            present: set[str] = set()
+            for parent in sorted({posixpath.dirname(p) for p in paths}):
+                fs.invalidate_cache(parent)
+                present |= set(fs.ls(parent, detail=False)) if fs.isdir(parent) else set()
+            absent = [url for url, p in zip(urls, paths, strict=True) if p not in present]
+            if absent:
+                raise UserError(f"source.path: {len(absent)} shard(s) of {raw} not found, e.g. {absent[0]}")
+            return urls
+        fs.invalidate_cache(path)
+        if fs.info(path)["type"] != "directory":
+            return [raw]
+        names = sorted(e["name"] for e in fs.ls(path, detail=True)
+                       if e["type"] == "file" and e["name"].endswith(SHARD_SUFFIXES))
+    except UserError:
+        raise
+    except Exception as exc:  # no bucket, no permission, no endpoint: the store's own error, in one line
+        raise UserError(f"source.path: {storage.failure(exc, raw)}") from exc
+    if not names:
+        raise UserError(f"source.path: no .tar shards in {raw}")
+    return [str(fs.unstrip_protocol(name)) for name in names]
+
+
 def tar_sample_names(path: str) -> list[str]:
     """Sample names of one tar in order, grouped as webdataset groups members, reading headers only."""
     from webdataset.tariterators import base_plus_ext, meta_prefix, meta_suffix
 
     names: list[str] = []
     try:
-        with tarfile.open(path, mode="r:*") as tar:
+        with open_shard(path) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
             for info in tar:
                 name = info.name
                 if not info.isreg() or ("/" not in name and name.startswith(meta_prefix)
@@ -194,6 +280,8 @@ def tar_sample_names(path: str) -> list[str]:
                 tar.members = []  # keep memory flat on tars with many members
     except (OSError, tarfile.TarError) as exc:
         raise UserError(f"source: cannot read WebDataset shard {path}: {exc}") from exc
+    except Exception as exc:  # a store client's error that is no OSError
+        raise UserError(f"source: cannot read WebDataset shard {storage.failure(exc, path)}") from exc
     return names
 
 
