@@ -87,7 +87,7 @@ class Img2DatasetSource(Source):
 
     def _shard_names(self, files: dict[str, str]) -> list[str]:
         if "parquet" in files:
-            return [str(k) for k in self._rows(files["parquet"], ["key"])["key"]]
+            return ["" if k is None else str(k) for k in self._rows(files["parquet"], ["key"])["key"]]
         names: list[str] = []
         try:
             for key, _ in self._tar_members(files["tar"], headers_only=True):
