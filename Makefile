@@ -18,9 +18,12 @@ REVIEW_OUT ?= out/review-demo
 FO_VENV ?= .cache/fiftyone/venv
 FO_STAMP := $(FO_VENV)/.installed-fo1.22
 VIEW_OUT ?= out/view-demo
+# img2dataset (the real downloader, for its source's test) too: it pins webdataset<0.3 and pulls wandb/albumentations
+I2D_VENV ?= .cache/img2dataset/venv
+I2D_STAMP := $(I2D_VENV)/.installed-i2d1.47.0
 BUDGET ?= 8
 
-.PHONY: demo view-demo docs-images chromium fiftyone test test-slow test-ray test-real test-sglang lint bench gpu-smoke install clean label-studio review-demo reproduce reproduce-coco
+.PHONY: demo view-demo docs-images chromium fiftyone img2dataset test test-slow test-ray test-real test-sglang lint bench gpu-smoke install clean label-studio review-demo reproduce reproduce-coco
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,10 +51,10 @@ demo: $(DEMO_STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
-test-slow: $(STAMP) $(LS_STAMP) $(FO_STAMP) chromium
+test-slow: $(STAMP) $(LS_STAMP) $(FO_STAMP) $(I2D_STAMP) chromium
 	$(PIP) install -q -e '.[ray]' 'sglang-router==0.3.2'
 	TAGLLM_LABEL_STUDIO_PYTHON=$(abspath $(LS_PY)) TAGLLM_FIFTYONE_PYTHON=$(abspath $(FO_VENV))/bin/python \
-	    $(VENV)/bin/pytest -q -m slow
+	    TAGLLM_IMG2DATASET_PYTHON=$(abspath $(I2D_VENV))/bin/python $(VENV)/bin/pytest -q -m slow
 
 # Debian's Chromium for the gallery's browser tests (installed once, as root)
 chromium:
@@ -65,6 +68,14 @@ $(FO_STAMP):
 	touch $(FO_STAMP)
 
 fiftyone: $(FO_STAMP)
+
+$(I2D_STAMP):
+	$(PYTHON) -m venv $(I2D_VENV)
+	$(I2D_VENV)/bin/pip install -q --upgrade pip
+	$(I2D_VENV)/bin/pip install -q 'img2dataset==1.47.0'
+	touch $(I2D_STAMP)
+
+img2dataset: $(I2D_STAMP)
 
 # Build the demo, rank its label issues, and open its gallery (served on 127.0.0.1; Ctrl-C stops)
 view-demo: $(DEMO_STAMP)
@@ -149,4 +160,4 @@ reproduce-coco:
 	$(MAKE) reproduce DATASET=coco
 
 clean:
-	rm -rf out .pytest_cache  # .cache/ (the Label Studio venv) is kept
+	rm -rf out .pytest_cache  # .cache/ (the Label Studio, FiftyOne and img2dataset venvs) is kept

@@ -35,8 +35,15 @@ class Item:
     ext: str
     ref: dict[str, Any]
     reference: list[str] | None = None
-    error: str | None = None  # why the source could not deliver the item: "missing", "empty" or "source"
+    # why the source could not deliver the item: "missing", "empty", "source", or (img2dataset output)
+    # "download" / "resize" for urls img2dataset failed to fetch or to decode
+    error: str | None = None
     detail: str = ""
+    # what a web-scraped source knows of the item (img2dataset); None elsewhere
+    caption: str | None = None
+    url: str | None = None
+    original_width: int | None = None  # the size as downloaded, before any resize by the downloader
+    original_height: int | None = None
 
 
 def _field(kind: str, dataset: bool = True, **default: Any) -> Any:
@@ -61,6 +68,11 @@ class Record:
     ext: str = _field(TEXT, False, default="")
     width: int | None = _field(COUNT, default=None)
     height: int | None = _field(COUNT, default=None)
+    # copied from the item where its source has them (img2dataset); None for other sources
+    caption: str | None = _field(TEXT, default=None)
+    url: str | None = _field(TEXT, default=None)
+    original_width: int | None = _field(COUNT, default=None)
+    original_height: int | None = _field(COUNT, default=None)
     usage: dict[str, float] = _field(NESTED, False, default_factory=dict)
     simulated: bool = _field(FLAG, False, default=False)
     # set when a person corrected the labels (machine labels kept here)

@@ -45,7 +45,8 @@ class Strategy(ABC):
 
     async def tag(self, item: Item) -> Record:
         record = Record(key=item.key, status="ok", reference=item.reference, source=item.ref, ext=item.ext,
-                        simulated=self.simulated)
+                        simulated=self.simulated, caption=item.caption, url=item.url,
+                        original_width=item.original_width, original_height=item.original_height)
         if item.error:
             record.ext = (sniff_extension(item.image) if item.image else None) or item.ext
             return _fail(record, item.error, item.detail or item.error)

@@ -48,7 +48,8 @@ class Strict(BaseModel):
 class SourceSpec(Strict):
     kind: Annotated[str, OneOf(SOURCES)] = Field(description="Reader. " + _listed(SOURCES) + ".")
     path: str = Field(description="Folder, dataset id / local dir, tar file(s) or brace pattern, COCO image folder, "
-                                  "VOC year folder (VOCdevkit/VOC2007), NUS-WIDE or Open Images image folder.")
+                                  "VOC year folder (VOCdevkit/VOC2007), NUS-WIDE or Open Images image folder, "
+                                  "img2dataset output folder (local or s3://, gs://).")
     annotations: str | None = Field(
         None, description="COCO: the instances JSON file. NUS-WIDE: the folder with ImageList/, Groundtruth/ and "
                           "Concepts81.txt. Open Images: the human-verified image-level labels CSV.")

@@ -115,6 +115,7 @@ def test_every_writer_takes_its_columns_from_the_record_fields(tmp_path: Path) -
     records = [Record(key="k", status="ok", labels=["cat"], scores={"cat": 0.9, "dog": 0.1}, candidates=["cat", "dog"],
                       reference=["cat"], raw=[{"tag": "verify:cat", "text": "é"}], source={"path": "ü.jpg", "b": 1},
                       ext="png", width=3, height=4, usage={"requests": 2}, simulated=True,
+                      caption="a cat, ü", url="http://example.test/k.jpg", original_width=30, original_height=40,
                       review={"machine_labels": ["dog"], "by": "ann"}),
                Record(key="f", status="failed", error="decode", detail="bad bytes", source={"path": "f.jpg"})]
     writers = make_writers(tmp_path, vocab, ["webdataset", "hf"], include_failed=True)
@@ -138,3 +139,25 @@ def test_every_writer_takes_its_columns_from_the_record_fields(tmp_path: Path) -
     assert hf[0]["scores"] == pytest.approx([0.9, 0.1]) and hf[1]["reference"] is None
     assert json.loads(hf[0]["source"]) == records[0].source and json.loads(hf[0]["review"]) == records[0].review
     assert hf[1]["review"] is None and (hf[1]["status"], hf[1]["error"]) == ("failed", "decode")
+
+
+def test_an_index_written_before_the_img2dataset_fields_still_reads(tmp_path: Path) -> None:
+    """Outputs built before caption/url/original size existed lack those columns: their records read back
+    with the fields None, from the index and from a tar sample json alike."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from builder.publish import layout
+    from builder.records import EncodedRecord, Record
+
+    new = ("caption", "url", "original_width", "original_height")
+    record = Record(key="k", status="ok", labels=["cat"], scores={"cat": 0.9}, candidates=["cat"], ext="jpg")
+    row = {k: v for k, v in layout.record_row(EncodedRecord(record), 0).items() if k not in new}
+    (tmp_path / layout.INDEX_DIR).mkdir()
+    pq.write_table(pa.Table.from_pylist([row]), layout.index_path(tmp_path, 0))
+    layout.write_json(layout.shard_stats_path(tmp_path, 0), {"shard": 0, "images": 1})
+    layout.write_json(tmp_path / layout.MANIFEST, {"status": "complete", "shards": 1})
+    assert [layout.row_record(r) for r in pq.read_table(layout.index_path(tmp_path, 0)).to_pylist()] == [record]
+    assert list(layout.iter_records(tmp_path)) == [record]
+    old_sample = {k: v for k, v in record.to_sample_json().items() if k not in new}
+    assert Record.from_json(old_sample) == record and record.caption is record.url is None

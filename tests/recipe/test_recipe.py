@@ -37,7 +37,7 @@ CASES = [
     ("unknown format", lambda r, d: r["output"].update(formats=["tfrecord"]), "output.formats.0: unknown output format 'tfrecord'; choose one of: webdataset, hf"),
     ("unknown strategy", lambda r, d: r.setdefault("tagging", {}).update(strategy="best"), "tagging.strategy: unknown strategy 'best'; choose one of: tagllm, yes-no, all-in-one, open-ended"),
     ("unknown http api", lambda r, d: r["engine"].update(api="grpc"), "engine.api: unknown http api 'grpc'; choose one of: http-sglang, openai, vllm"),
-    ("unknown source kind", lambda r, d: r["source"].update(kind="s3"), "source.kind: unknown source kind 's3'; choose one of: folder, hf, webdataset, coco, voc, nuswide, openimages"),
+    ("unknown source kind", lambda r, d: r["source"].update(kind="s3"), "source.kind: unknown source kind 's3'; choose one of: folder, hf, webdataset, img2dataset, coco, voc, nuswide, openimages"),
     ("negative concurrency", lambda r, d: r["engine"].update(concurrency=0), "engine.concurrency: Input should be greater than or equal to 1"),
     ("missing vocabulary file", lambda r, d: r.update(vocabulary=str(d / "nope.yaml")), "vocabulary: file not found"),
     ("duplicate label", lambda r, d: r.update(vocabulary=str(_write(d / "v.yaml", vocab_with(groups=[
