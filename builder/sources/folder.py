@@ -16,7 +16,8 @@ import csv
 import json
 import posixpath
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
 DEFAULT_METADATA = ("metadata.jsonl", "metadata.csv")
+READ_AHEAD = 32  # objects fetched together from an object store
 
 
 def safe_key(name: str) -> str:
@@ -101,6 +103,12 @@ def guarded_read(read: Callable[[], bytes], name: str) -> tuple[bytes | None, st
     return data, None, ""
 
 
+def _given(data: bytes | OSError) -> bytes:
+    if isinstance(data, OSError):
+        raise data
+    return data
+
+
 def split_label_text(text: str) -> list[str]:
     """'cat; dog' or 'cat,dog' -> ['cat', 'dog'] (';' wins when both appear)."""
     sep = ";" if ";" in text else ","
@@ -151,7 +159,25 @@ class FolderSource(ListedSource):
         keys = unique_keys(rels)
         return [_Entry(rel, keys[rel], rel in rows, rows.get(rel)) for rel in rels]
 
-    def _item_for(self, entry: _Entry) -> Item:
+    def _produce(self, entries: list[_Entry]) -> Iterator[Item]:
+        """From an object store, the next READ_AHEAD objects are fetched together (concurrently) while the
+        current ones are tagged: one object at a time would make every item wait a round trip."""
+        if not isinstance(self.tree, StoreTree):
+            yield from super()._produce(entries)
+            return
+        chunks = [entries[i:i + READ_AHEAD] for i in range(0, len(entries), READ_AHEAD)]
+        with ThreadPoolExecutor(1, thread_name_prefix="tagllm-read-ahead") as pool:
+            ahead = pool.submit(self.tree.read_many, [e.rel for e in chunks[0]]) if chunks else None
+            for n, chunk in enumerate(chunks):
+                assert ahead is not None
+                blobs = ahead.result()
+                if n + 1 < len(chunks):
+                    ahead = pool.submit(self.tree.read_many, [e.rel for e in chunks[n + 1]])
+                for entry in chunk:
+                    yield self._item_for(entry, blobs.get(entry.rel))
+
+    def _item_for(self, entry: _Entry, data: bytes | OSError | None = None) -> Item:
+        """`data`: the image's bytes (or the error reading them) when fetched ahead; else read here."""
         rel = entry.rel
         reference: list[str] | None = None
         error: str | None = None
@@ -162,7 +188,8 @@ class FolderSource(ListedSource):
                 reference = self.map_labels(self._row_labels(entry.value), where)
             except ValueError as exc:
                 error, detail = "source", str(exc)
-        image, read_error, read_detail = guarded_read(lambda: self.tree.read(rel), rel)
+        read = (lambda: self.tree.read(rel)) if data is None else (lambda: _given(data))
+        image, read_error, read_detail = guarded_read(read, rel)
         if read_error and (error is None or read_error == "missing"):
             error, detail = read_error, read_detail
         return Item(key=entry.key, image=image, ext=split_ext(rel)[1], ref={"path": rel}, reference=reference,

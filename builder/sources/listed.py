@@ -34,12 +34,15 @@ class ListedSource(Source):
         return self._cached
 
     def _items(self) -> Iterator[Item]:
-        for entry in self._listing():
-            yield self._item_for(entry)
+        return self._produce(self._listing())
 
     def size(self) -> int | None:
         return len(self._listing())
 
     def _slice(self, start: int, stop: int) -> Iterator[Item]:
-        for entry in self._listing()[start:stop]:
+        return self._produce(self._listing()[start:stop])
+
+    def _produce(self, entries: list[Any]) -> Iterator[Item]:
+        """The items of these entries in order (a reader may read ahead: an object store's round trips)."""
+        for entry in entries:
             yield self._item_for(entry)

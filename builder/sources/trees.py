@@ -134,6 +134,20 @@ class StoreTree(Tree):
         rels = (self.relative(p) for p in found)
         return sorted(r for r in rels if r and r != "." and not any(part.startswith(".") for part in r.split("/")))
 
+    def read_many(self, rels: list[str]) -> dict[str, bytes | OSError]:
+        """Several objects in one concurrent fetch: rel -> bytes, or the OSError reading it."""
+        paths = {self.join(rel): rel for rel in rels}
+        try:
+            got = self.fs.cat(list(paths), on_error="return")
+        except Exception as exc:  # noqa: BLE001 - the whole fetch failed: read them one by one instead
+            return {rel: _as_os_error(exc) for rel in rels}
+        found: dict[str, bytes | OSError] = {}
+        for path, value in got.items():
+            rel = paths.get(path) or paths.get(self.fs._strip_protocol(path))
+            if rel is not None:
+                found[rel] = _as_os_error(value) if isinstance(value, BaseException) else bytes(value)
+        return found
+
     def read(self, rel: str) -> bytes:
         try:
             return bytes(self.fs.cat_file(self.join(rel)))
@@ -142,3 +156,11 @@ class StoreTree(Tree):
         except Exception as exc:  # botocore / aiohttp / google errors that the store did not translate
             raise OSError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from exc
 
+
+
+def _as_os_error(exc: BaseException) -> OSError:
+    """Store errors as OSError (what a local read raises), so a failed read is recorded the same way."""
+    if isinstance(exc, OSError):
+        return exc
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return OSError(text)

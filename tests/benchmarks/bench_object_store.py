@@ -65,8 +65,9 @@ def main() -> None:
         fs.put([str(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")],
                "tagllm-bench/photos/")
         scratch = bl.scratch("object-store")
-        disk_data = bl.recipe_data(folder, scratch / "disk")
-        s3_data = bl.recipe_data(folder, scratch / "unused")
+        shards = {"samples_per_shard": 100}  # several shards: each goes up while the next is tagged
+        disk_data = bl.recipe_data(folder, scratch / "disk", output=shards)
+        s3_data = bl.recipe_data(folder, scratch / "unused", output=shards)
         s3_data["source"]["path"] = "s3://tagllm-bench/photos"
         references = source_references(bl.load(disk_data))  # the same image bytes, so the same table
 

@@ -61,7 +61,9 @@ def cache_rows(path: Path) -> int:
 
 
 def names(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    """Every file but the gallery's (a local view, kept out of a store as out of the Hub)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.is_file() and p.relative_to(folder).parts[0] != "gallery")
 
 
 @pytest.fixture
@@ -78,6 +80,7 @@ def test_one_process_build_into_s3_equals_the_local_build(recipe, local, s3_buck
     got = download(url, tmp_path / "got")
     assert comparable(got) == comparable(local)
     assert names(got) == names(local)  # the same objects: data/train-0000k-of-00006.parquet, index, card, ...
+    assert (got / "contact_sheet.jpg").is_file() and not (got / "gallery").exists()
     for text in (got / "recipe.yaml", got / "manifest.json", got / "README.md", got / "stats.json"):
         body = text.read_text()
         assert "tagllm-store-" not in body, text.name  # nothing names the working folder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import json
 import sys
@@ -46,7 +47,7 @@ def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
 
 
 def count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
-    """Record the path of every `name` call (open, cat_file) on the store's filesystem object."""
+    """Record the path of every `name` call (open; _cat_file, the coroutine every object read ends in)."""
     fs, seen = store_fs(), []
     original = getattr(fs, name)
 
@@ -54,7 +55,11 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
         seen.append(path.rsplit("/", 1)[-1])
         return original(path, *args, **kwargs)
 
-    monkeypatch.setattr(fs, name, counted)
+    async def counted_async(path: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(path.rsplit("/", 1)[-1])
+        return await original(path, *args, **kwargs)
+
+    monkeypatch.setattr(fs, name, counted_async if inspect.iscoroutinefunction(original) else counted)
     return seen
 
 
@@ -95,9 +100,9 @@ def test_folder_reads_one_object_per_item_and_shards_directly(photos: Path, s3_b
     upload(photos, f"{s3_bucket}/photos")
     source = opener("folder", f"{s3_bucket}/photos")
     full = list(source)
-    reads = count_calls(monkeypatch, "cat_file")
+    reads = count_calls(monkeypatch, "_cat_file")
     assert list(source.shard(1, 5)) == full[5:10]
-    assert reads == [f"img{i:02d}.jpg" for i in range(4, 9)]  # 'gone.jpg' (listed, absent) sorts first
+    assert sorted(reads) == [f"img{i:02d}.jpg" for i in range(4, 9)]  # fetched together, in any order  # 'gone.jpg' (listed, absent) sorts first
     assert source.shard_count(5) == 3
 
 
@@ -107,14 +112,14 @@ def test_folder_object_lost_or_refused_mid_stream_is_a_failed_item(photos: Path,
     source = opener("folder", f"{s3_bucket}/photos")
     assert source.size() == 14  # listed now; an object deleted after the listing is read later
     store_fs().rm(f"{s3_bucket}/photos/img03.jpg")
-    original = store_fs().cat_file
+    original = store_fs()._cat_file
 
-    def refuse(path: str, *args: Any, **kwargs: Any) -> bytes:
+    async def refuse(path: str, *args: Any, **kwargs: Any) -> bytes:
         if path.endswith("img07.jpg"):
             raise PermissionError("Access Denied")
-        return original(path, *args, **kwargs)
+        return await original(path, *args, **kwargs)
 
-    monkeypatch.setattr(store_fs(), "cat_file", refuse)
+    monkeypatch.setattr(store_fs(), "_cat_file", refuse)
     items = {i.key: i for i in source}
     assert (items["img03"].error, items["img03"].detail) == ("missing", "file not found: img03.jpg")
     assert (items["img07"].error, items["img07"].detail) == ("missing", "cannot read img07.jpg: Access Denied")
