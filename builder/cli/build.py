@@ -19,7 +19,7 @@ from builder.recipe.kinds import FORMATS, HTTP_APIS, STRATEGIES, engine_choices
 @click.option("--api", type=click.Choice(HTTP_APIS.names()), help="http engine protocol.")
 @click.option("--strategy", type=click.Choice(STRATEGIES.names()))
 @click.option("--limit", type=int, help="Tag at most N source items.")
-@click.option("--out", help="Output folder (overrides output.dir).")
+@click.option("--out", help="Output folder, or an object-store URL such as s3://bucket/prefix (overrides output.dir).")
 @click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS.names()),
               help="Output format (repeatable).")
 @click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE", help="Override any recipe field.")

@@ -143,7 +143,8 @@ class TaggingSpec(Strict):
 
 
 class OutputSpec(Strict):
-    dir: str = Field("out/dataset", description="Output folder (relative to the current directory).")
+    dir: str = Field("out/dataset", description="Output folder (relative to the current directory), or an "
+                     "object-store URL: s3://bucket/prefix, gs://bucket/prefix.")
     formats: list[Annotated[str, OneOf(FORMATS)]] = Field(
         default_factory=lambda: ["webdataset", "hf"], description="What to write. " + _listed(FORMATS) + "."
     )

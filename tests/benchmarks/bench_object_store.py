@@ -1,4 +1,4 @@
-"""OBJECT-STORE: a build reading from and writing to a local S3 server vs the same build on local disk.
+"""STORE: a build reading from and writing to a local S3 server vs the same build on local disk.
 
 Side disk: folder source on local disk -> output folder on local disk.
 Side s3: the same images uploaded to a bucket of moto's S3 server (its own process on 127.0.0.1,
@@ -82,7 +82,7 @@ def main() -> None:
                               "s3": lambda: run(s3_data, "s3://tagllm-bench/out")}, reps)
         disk, s3 = bl.median(times["disk"]), bl.median(times["s3"])
         ratio = disk / s3
-        bl.figure("OBJECT-STORE", ratio, f"s3 {n / s3:.1f} img/s vs disk {n / disk:.1f} img/s, {n} images; "
+        bl.figure("STORE s3/disk", ratio, f"s3 {n / s3:.1f} img/s vs disk {n / disk:.1f} img/s, {n} images; "
                   f"disk {bl.fmt_times(times['disk'])}, s3 {bl.fmt_times(times['s3'])}", f">= {GOAL}", ratio >= GOAL)
         fs.invalidate_cache()
         stored = sum(fs.du("tagllm-bench/out", total=False).values())

@@ -4,7 +4,7 @@ Figure lines look like `NAME: ratio R (raw numbers) goal G PASS|MISS`; lines sta
 details (breakdowns, secondary figures, timings). The last line names the machine. A MISS does not
 fail the run; a script that crashes does (exit status 1).
 
-    .venv/bin/python tests/benchmarks/run_all.py [--quick] [--only overhead,saturation,mllm_work,memory,scaling,label_issues,decode_memory,sglang_server]
+    .venv/bin/python tests/benchmarks/run_all.py [--quick] [--only overhead,saturation,mllm_work,memory,scaling,label_issues,decode_memory,sglang_server,object_store]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE))
 import benchlib as bl  # noqa: E402
 
 SCRIPTS = ("overhead", "saturation", "mllm_work", "memory", "scaling", "label_issues", "decode_memory",
-           "sglang_server")  # memory also prints SCALE; sglang_server skips without the SGLang venv
+           "sglang_server", "object_store")  # memory also prints SCALE; sglang_server skips without the SGLang venv
 
 
 def main() -> int:
