@@ -44,6 +44,7 @@ WDS_DIR = "webdataset"
 HF_DIR = "data"
 PARTS_DIR = "parts"  # parts/part-I-of-N.json: what a `--part` build did (builder.run.parts)
 LOCK = ".tagllm.lock"  # the writer lock (builder.run.lock); parts add .tagllm.part-I-of-N.lock
+CONTACT_SHEET = "contact_sheet.jpg"  # beside the card (publish.gallery.contact_sheet)
 STORE_MARKER = ".tagllm.store.json"  # a working folder of an object-store output names its URL (publish.store)
 
 

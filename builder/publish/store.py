@@ -209,9 +209,7 @@ class StoreOutput:
         """What completing a build writes besides shards and cache: totals, card and its contact sheet,
         then the manifest. The gallery stays out, as on the Hub: one object per thumbnail and page would
         cost a request each on every completion; `tagllm view` writes it in a downloaded copy."""
-        from builder.publish.gallery.contact_sheet import SHEET
-
-        self.push(n for n in (layout.STATS, layout.CARD, SHEET, layout.RECIPE, layout.CONCEPTS)
+        self.push(n for n in (layout.STATS, layout.CARD, layout.CONTACT_SHEET, layout.RECIPE, layout.CONCEPTS)
                   if (self.work / n).is_file())
         self.push([layout.MANIFEST])
 

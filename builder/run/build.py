@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from builder import __version__, storage
-from builder.ask.cache_files import CACHES_DIR, merge_caches, open_cache
+from builder.ask.cache_files import merge_caches, open_cache
 from builder.engines.base import Engine
 from builder.engines.references import source_references
 from builder.engines.registry import open_engine
@@ -34,7 +34,7 @@ from builder.publish.stats import merge
 from builder.publish.store import StoreOutput, store_of
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
-from builder.run import preflight
+from builder.run import preflight, remote
 from builder.run.lock import output_lock, writing_now
 from builder.run.progress import Reporter
 from builder.run.remote import ShardUpload
@@ -120,8 +120,7 @@ class Builder:
         self.adopt = adopt  # continue an output made by another recipe digest (relabel, retry-failed)
         self.tagging: Tagging | None = None  # set once the engine runs; knows the shards tagged this run
         self.part: tuple[int, int] | None = None  # (I, N): tag only shards k with k % N == I
-        # a worker's own cache file under OUT/caches/ (every process has one in an object store)
-        self.cache_name: str | None = "build" if self.store is not None else None
+        self.cache_name = "build" if self.store else None  # own cache file OUT/caches/NAME.sqlite (always in a store)
         self.wait = wait  # another build holds the folder: wait for it instead of refusing
         self.remove_empty = False  # an input error emptied a new folder: remove it once the lock is gone
         self.by: str | None = None  # who tags, named in shard stats (a part)
@@ -162,7 +161,7 @@ class Builder:
         existed = self.out.exists()
         try:
             if self.store is not None:
-                self._pull()
+                remote.pull_output(self.store, self._ignore)
             try:
                 with self._locked():
                     self.started = time.time()
@@ -176,15 +175,6 @@ class Builder:
             if problem is None:
                 raise
             raise problem from exc
-
-    def _pull(self) -> None:
-        """Bring an object-store output's small files into the working folder; refuse a prefix of other objects."""
-        store = self.store
-        assert store is not None
-        store.check()
-        store.pull()
-        if not (self.out / layout.MANIFEST).is_file() and any(not self._ignore(n) for n in store.top_names()):
-            raise RunError(f"{store.url}: holds objects and is not a tagllm output; choose another --out")
 
     def result(self, stats: dict[str, Any], shards: int, skipped: int, sent: int,
                engine_info: dict[str, Any]) -> BuildResult:
@@ -232,8 +222,8 @@ class Builder:
             try:
                 self.tagging = Tagging.open(self.loaded, self.out, engine, cache, checked.ctx, started, self.window)
                 self.tagging.by = self.by
-                upload = ShardUpload(self.store, cache, self.cache_name or "build") if self.store else None
-                self.tagging.upload = upload
+                self.tagging.upload = upload = ShardUpload(self.store, cache, self.cache_name or "build") \
+                    if self.store else None
                 reporter = Reporter(total=checked.source.total(), show=self.progress,
                                     requests=self.tagging.asker.counts)
                 try:
@@ -294,15 +284,10 @@ def complete_output(out: Path, loaded: LoadedRecipe, shards: int, manifest: dict
                     engine_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Once every one of the source's `shards` is in (whichever runner tagged them): drop shards past the
     source's end, name the files with the shard total, fold worker caches in, write stats and card, and
-    mark the manifest complete. Returns the stats.
-
-    In an object store the same happens in the working folder, with what other processes put there
-    pulled first and the results put back after, the manifest last."""
+    mark the manifest complete. Returns the stats. (An object store's: in the working folder, see run.remote.)"""
     store = store_of(out)
     if store is not None:
-        store.drop_shards_from(shards)
-        store.pull_dir(layout.INDEX_DIR, missing_only=True)  # shards other processes committed
-        store.pull_dir(CACHES_DIR)
+        remote.gather(store, shards)
     preflight.drop_shards_from(out, shards)
     output = loaded.recipe.output
     for writer in make_writers(out, loaded.vocab, output.formats, output.include_failed):
@@ -310,9 +295,7 @@ def complete_output(out: Path, loaded: LoadedRecipe, shards: int, manifest: dict
     merge_caches(out)  # answers of parts or Ray workers, of this run or an earlier one
     remove_leftovers(out)
     if store is not None:
-        store.name_data_files(shards)
-        store.push([layout.CACHE])
-        store.delete_dir(CACHES_DIR)  # folded into cache.sqlite
+        remote.put_folded(store, shards)
     stats = finalize_output(out, loaded, engine_info, layout.recorded_runs(out, manifest))
     manifest.update(status="complete", finished=_now(), shards=shards)
     layout.write_json(out / layout.MANIFEST, manifest)

@@ -16,12 +16,39 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from builder.ask.cache import RequestCache
 from builder.ask.cache_files import CACHES_DIR, copy_new_rows
+from builder.errors import RunError
+from builder.publish import layout
 from builder.publish.store import StoreOutput
+
+
+def pull_output(store: StoreOutput, ignore: Callable[[str], bool]) -> None:
+    """Bring the store's small files into the working folder; refuse a prefix that holds other objects
+    (names `ignore` accepts are what a build, or a part starting beside this one, writes)."""
+    store.check()
+    store.pull()
+    if not (store.work / layout.MANIFEST).is_file() and any(not ignore(n) for n in store.top_names()):
+        raise RunError(f"{store.url}: holds objects and is not a tagllm output; choose another --out")
+
+
+def gather(store: StoreOutput, shards: int) -> None:
+    """Before the totals: drop the store's shards past the source's end, bring down what other processes
+    committed (index and marks) and their answer files."""
+    store.drop_shards_from(shards)
+    store.pull_dir(layout.INDEX_DIR, missing_only=True)
+    store.pull_dir(CACHES_DIR)
+
+
+def put_folded(store: StoreOutput, shards: int) -> None:
+    """After the caches are folded: HF files named with the shard total, the one cache up, the part files gone."""
+    store.name_data_files(shards)
+    store.push([layout.CACHE])
+    store.delete_dir(CACHES_DIR)
 
 
 class ShardUpload:

@@ -19,10 +19,11 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from builder.publish import layout
 from builder.publish.gallery.images import images_of, open_rgb
 from builder.publish.gallery.views import ViewBook
 
-SHEET = "contact_sheet.jpg"
+SHEET = layout.CONTACT_SHEET
 OPTIONS = "sheet-options.json"  # under gallery/: the choice `tagllm view --sheet-*` made, kept for rebuilds
 TILE_W, IMAGE_H, TEXT_LINES, GAP, MARGIN = 300, 210, 3, 12, 16
 FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf")
