@@ -46,6 +46,12 @@ def start_server() -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
 
 
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -78,14 +84,18 @@ def main() -> None:
             result = Builder(bl.load(data), out, engine=engine, overwrite=True, progress=False).run()
             assert result.stats["images"] == n, result.stats
 
+        server_cpu = process_cpu(proc.pid)
         times = bl.alternate({"disk": lambda: run(disk_data, scratch / "disk"),
                               "s3": lambda: run(s3_data, "s3://tagllm-bench/out")}, reps)
+        server_cpu = (process_cpu(proc.pid) - server_cpu) / reps
         disk, s3 = bl.median(times["disk"]), bl.median(times["s3"])
         ratio = disk / s3
         bl.figure("STORE s3/disk", ratio, f"s3 {n / s3:.1f} img/s vs disk {n / disk:.1f} img/s, {n} images; "
                   f"disk {bl.fmt_times(times['disk'])}, s3 {bl.fmt_times(times['s3'])}", f">= {GOAL}", ratio >= GOAL)
         fs.invalidate_cache()
         stored = sum(fs.du("tagllm-bench/out", total=False).values())
+        bl.info(f"the S3 server itself used {server_cpu:.1f} CPU s per s3 build, on the same "
+                f"{os.cpu_count()} cores as the build (a real store's servers are elsewhere)")
         bl.info(f"objects written: {len(fs.find('tagllm-bench/out'))}, {stored / 1e6:.1f} MB in the store; "
                 f"disk output {bl.tree_bytes(scratch / 'disk') / 1e6:.1f} MB")
         shutil.rmtree(scratch, ignore_errors=True)
