@@ -79,6 +79,12 @@ class StoreOutput:
         """Delete the working folder (everything in it that matters has been pushed)."""
         shutil.rmtree(self.work, ignore_errors=True)
 
+    def drop_bulk(self) -> None:
+        """Once a run has put its files in the store: delete the working folder's images (tars, HF files) and
+        gallery, keeping the small files the run's summary reads until the process ends."""
+        for name in (layout.WDS_DIR, layout.HF_DIR, "gallery"):
+            shutil.rmtree(self.work / name, ignore_errors=True)
+
     # reading --------------------------------------------------------------------------------
     def _names(self, rel_dir: str) -> list[str]:
         """Names of the objects directly under `rel_dir` (fresh: listings are not cached between calls)."""
@@ -184,24 +190,32 @@ class StoreOutput:
     def push(self, rels: Iterable[str | Path]) -> None:
         """Put these files of the working folder under their final names, all at once (each object is
         whole or absent: order between groups comes from separate calls, e.g. a shard's mark after its files)."""
-        rels = list(rels)
-        if len(rels) == 1:
-            self.fs.put_file(str(self.work / rels[0]), self.key(rels[0]))
-        elif rels:
-            self.fs.put([str(self.work / r) for r in rels], [self.key(r) for r in rels])
+        self._put({r: r for r in rels})
+
+    def _put(self, targets: dict[str | Path, str | Path]) -> None:
+        """Working-folder file -> object name (relative to the output), all at once."""
+        if len(targets) == 1:
+            [(local, rel)] = targets.items()
+            self.fs.put_file(str(self.work / local), self.key(rel))
+        elif targets:
+            self.fs.put([str(self.work / r) for r in targets], [self.key(r) for r in targets.values()])
 
     @_named
     def push_file(self, local: Path, rel: str) -> None:
         """Put a file from outside the working folder under `rel`."""
         self.fs.put_file(str(local), self.key(rel))
 
-    def push_shard(self, shard: int, files: list[Path]) -> None:
-        """A committed shard's files, then its stats (the mark); an older data file of the shard goes first."""
-        rels = [f.relative_to(self.work) for f in files]
-        stale = [f"{layout.HF_DIR}/{n}" for n in self._names(layout.HF_DIR)
-                 if n.startswith(f"train-{shard:05d}") and f"{layout.HF_DIR}/{n}" not in {r.as_posix() for r in rels}]
-        self.delete(stale)
-        self.push(rels)
+    @_named
+    def push_shard(self, shard: int, files: list[Path], total: int | None = None) -> None:
+        """A committed shard's files, then its stats (the mark); an older data file of the shard goes first.
+
+        With the shard `total` known, the HF file goes up under its final name (train-K-of-N): no copy
+        inside the store at the end (`name_data_files` then finds nothing to rename)."""
+        targets = {f.relative_to(self.work): _final(f.relative_to(self.work), shard, total) for f in files}
+        names = {t.as_posix() for t in targets.values()}
+        self.delete(f"{layout.HF_DIR}/{n}" for n in self._names(layout.HF_DIR)
+                    if n.startswith(f"train-{shard:05d}") and f"{layout.HF_DIR}/{n}" not in names)
+        self._put(targets)
         self.push([layout.shard_stats_path(Path(), shard)])  # the mark, once every file of the shard is in
 
     @_named
@@ -212,6 +226,7 @@ class StoreOutput:
         self.push(n for n in (layout.STATS, layout.CARD, layout.CONTACT_SHEET, layout.RECIPE, layout.CONCEPTS)
                   if (self.work / n).is_file())
         self.push([layout.MANIFEST])
+        self.drop_bulk()
 
     @_named
     def delete(self, rels: Iterable[str | Path]) -> None:
@@ -250,6 +265,13 @@ class StoreOutput:
                 target = f"train-{shard:05d}-of-{total:05d}.parquet"
                 if name != target:
                     self.fs.mv(self.key(f"{layout.HF_DIR}/{name}"), self.key(f"{layout.HF_DIR}/{target}"))
+
+
+def _final(rel: Path, shard: int, total: int | None) -> Path:
+    """The object name of a shard file: an HF file named with the shard total when it is known."""
+    if total and rel.parent.name == layout.HF_DIR and rel.name == f"train-{shard:05d}.parquet":
+        return rel.with_name(f"train-{shard:05d}-of-{total:05d}.parquet")
+    return rel
 
 
 def store_of(folder: Path) -> StoreOutput | None:

@@ -37,8 +37,8 @@ from builder.recipe.model import LoadedRecipe
 from builder.run import preflight, remote
 from builder.run.lock import output_lock, writing_now
 from builder.run.progress import Reporter
-from builder.run.remote import ShardUpload
 from builder.run.shards import ShardChoice, remove_leftovers
+from builder.run.store_lock import store_lock
 from builder.run.tagging import Tagging, gpu_count, tag_shards
 from builder.sources import open_source
 
@@ -109,7 +109,6 @@ class Builder:
                  adopt: bool = False, wait: bool = False):
         self.loaded = loaded
         self.recipe = loaded.recipe
-        # An object-store URL is built in a working folder of this process (publish.store).
         self.store = StoreOutput.open(str(out)) if storage.is_url(out) else None
         self.out = self.store.work if self.store is not None else storage.local_path(out)
         self.overwrite = overwrite
@@ -161,9 +160,11 @@ class Builder:
         existed = self.out.exists()
         try:
             if self.store is not None:
-                remote.pull_output(self.store, self._ignore)
+                self.store.check()
             try:
                 with self._locked():
+                    if self.store is not None:  # what the store holds now that no other build writes there
+                        remote.pull_output(self.store, self._ignore)
                     self.started = time.time()
                     return self._locked_run()
             finally:  # a folder made for the lock alone, or emptied after an input error, goes too
@@ -178,13 +179,12 @@ class Builder:
 
     def result(self, stats: dict[str, Any], shards: int, skipped: int, sent: int,
                engine_info: dict[str, Any]) -> BuildResult:
-        simulated = self.checked.engine.simulated if self.checked is not None else False
-        return BuildResult(self.out, stats, shards, skipped, sent, simulated, engine_info,
-                           target=self.store.url if self.store is not None else None)
+        return BuildResult(self.out, stats, shards, skipped, sent, bool(self.checked and self.checked.engine.simulated),
+                           engine_info, target=self.store.url if self.store is not None else None)
 
     def _locked(self) -> AbstractContextManager[None]:
         """The output folder's writer lock (exclusive; a part takes its own, see `PartBuilder`)."""
-        return output_lock(self.out, wait=self.wait)
+        return store_lock(self.store, wait=self.wait) if self.store else output_lock(self.out, wait=self.wait)
 
     def _recheck(self) -> Checked:
         """`check` under the lock: what the folder holds now (another build may have finished in it)."""
@@ -222,8 +222,8 @@ class Builder:
             try:
                 self.tagging = Tagging.open(self.loaded, self.out, engine, cache, checked.ctx, started, self.window)
                 self.tagging.by = self.by
-                self.tagging.upload = upload = ShardUpload(self.store, cache, self.cache_name or "build") \
-                    if self.store else None
+                self.tagging.upload = upload = remote.uploader(self.store, cache, self.cache_name or "build",
+                                                               checked.source, self.recipe.output.samples_per_shard)
                 reporter = Reporter(total=checked.source.total(), show=self.progress,
                                     requests=self.tagging.asker.counts)
                 try:

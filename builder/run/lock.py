@@ -46,7 +46,7 @@ class Busy(Exception):
         self.record = record
 
 
-def _stderr(text: str) -> None:
+def to_stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
@@ -98,7 +98,7 @@ def _flock(path: Path, shared: bool, wait: bool) -> int:
         os.close(fd)
 
 
-def _alive(record: dict[str, Any]) -> bool:
+def process_alive(record: dict[str, Any]) -> bool:
     """True unless the record names a process of this host that is gone (another host's cannot be checked)."""
     if record.get("host") != socket.gethostname():
         return True
@@ -118,7 +118,7 @@ def _exclusive_file(path: Path, record: dict[str, Any], notify: Notify) -> int:
             return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             old = read_record(path)
-            if _alive(old) or old.get("pid") == record["pid"]:
+            if process_alive(old) or old.get("pid") == record["pid"]:
                 raise Busy(old) from None
             notify(f"note: {path.parent}: took over the lock of a build that is gone ({describe(old)})")
             path.unlink(missing_ok=True)
@@ -127,7 +127,7 @@ def _exclusive_file(path: Path, record: dict[str, Any], notify: Notify) -> int:
 
 @contextmanager
 def locked(path: Path, *, shared: bool = False, wait: bool = False, part: tuple[int, int] | None = None,
-           on_wait: Callable[[dict[str, Any]], str] | None = None, notify: Notify = _stderr) -> Iterator[None]:
+           on_wait: Callable[[dict[str, Any]], str] | None = None, notify: Notify = to_stderr) -> Iterator[None]:
     """Hold the lock file `path` (created if needed) for the block; Busy when another process holds it.
 
     An exclusive holder writes its record into the file and removes the file as it lets go.
@@ -206,7 +206,7 @@ def _refusal(out: Path, record: dict[str, Any], what: str) -> RunError:
 @contextmanager
 def output_lock(out: Path, *, wait: bool = False, part: tuple[int, int] | None = None,
                 what: str = "wait for it to finish (or pass --wait), or choose another --out",
-                notify: Notify = _stderr) -> Iterator[None]:
+                notify: Notify = to_stderr) -> Iterator[None]:
     """The folder's writer lock (created with the folder if needed): exclusive, or shared plus the
     part's own lock for `--part`. Refuses with one line naming the holder, or waits when asked."""
     out = Path(out)

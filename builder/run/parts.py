@@ -23,6 +23,7 @@ from builder.recipe.model import LoadedRecipe, load_recipe
 from builder.run.build import Builder, BuildResult, complete_output
 from builder.run.lock import output_lock
 from builder.run.shards import part_of
+from builder.run.store_lock import store_lock
 from builder.sources import open_source
 
 PARTS_DIR = layout.PARTS_DIR
@@ -52,8 +53,10 @@ class PartBuilder(Builder):
 
     def _locked(self) -> AbstractContextManager[None]:
         """The folder's lock shared with the other parts, and this part's own exclusively."""
-        return output_lock(self.out, wait=self.wait, part=self.part,
-                           what="wait for that part (or pass --wait); parts differ in I of --part I/N")
+        what = "wait for that part (or pass --wait); parts differ in I of --part I/N"
+        if self.store is not None:
+            return store_lock(self.store, wait=self.wait, part=self.part, what=what)
+        return output_lock(self.out, wait=self.wait, part=self.part, what=what)
 
     def _locked_run(self) -> BuildResult:
         self._claim()
@@ -81,6 +84,7 @@ class PartBuilder(Builder):
                                    "host": os.uname().nodename if hasattr(os, "uname") else "", "runs": runs})
         if self.store is not None:
             self.store.push([marker.relative_to(self.out)])
+            self.store.drop_bulk()
         done = set(layout.completed_shards(self.out))
         stats = merge((layout.read_json(layout.shard_stats_path(self.out, k)) for k in mine if k in done), runs)
         stats.update(images_per_second=round(stats["images"] / stats["wall_seconds"], 3)
@@ -110,10 +114,10 @@ def finalize(out: Path | str) -> BuildResult:
     if storage.is_url(out):
         store = StoreOutput.open(str(out))
         store.check()
-        store.pull()
-        if not (store.work / layout.MANIFEST).is_file():
-            raise UserError(f"{store.url}: not a tagllm output (no {layout.MANIFEST})")
-        with output_lock(store.work):
+        with store_lock(store, what="finalize once every part has finished"):
+            store.pull()
+            if not (store.work / layout.MANIFEST).is_file():
+                raise UserError(f"{store.url}: not a tagllm output (no {layout.MANIFEST})")
             result = _finalize(store.work, Path.cwd())
         result.target = store.url
         return result

@@ -33,7 +33,7 @@ from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
 from builder.run.build import Builder, BuildResult, Checked
 from builder.run.progress import Reporter
-from builder.run.remote import ShardUpload
+from builder.run.remote import uploader
 from builder.run.shards import ShardChoice, plan_shards
 from builder.run.tagging import Tagging, tag_shards
 from builder.sources import open_source
@@ -84,9 +84,9 @@ class ShardWorker:
                 tagging = Tagging.open(self.loaded, self.out, engine, cache, TaggingContext(self.loaded),
                                        engine.describe(), self.window)
                 tagging.by = f"worker {self.slot}"
-                if self.store is not None:
-                    tagging.upload = ShardUpload(self.store, cache, name)
-                self.ready = (tagging, open_source(recipe.source, self.loaded.vocab, self.loaded.base_dir))
+                source = open_source(recipe.source, self.loaded.vocab, self.loaded.base_dir)
+                tagging.upload = uploader(self.store, cache, name, source, recipe.output.samples_per_shard)
+                self.ready = (tagging, source)
         return self.ready
 
     async def tag_shard(self, shard: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from builder.ask.cache import RequestCache
 from builder.ask.cache_files import CACHES_DIR, copy_new_rows
@@ -27,10 +28,18 @@ from builder.publish import layout
 from builder.publish.store import StoreOutput
 
 
+def uploader(store: StoreOutput | None, cache: RequestCache | None, name: str, source: Any,
+             per_shard: int) -> ShardUpload | None:
+    """The upload of a process writing into `store` (None for a local output); the source's shard total,
+    when it knows it (its listing is read for progress anyway), names the HF files from the start."""
+    if store is None:
+        return None
+    return ShardUpload(store, cache, name, source.shard_count(per_shard))
+
+
 def pull_output(store: StoreOutput, ignore: Callable[[str], bool]) -> None:
     """Bring the store's small files into the working folder; refuse a prefix that holds other objects
     (names `ignore` accepts are what a build, or a part starting beside this one, writes)."""
-    store.check()
     store.pull()
     if not (store.work / layout.MANIFEST).is_file() and any(not ignore(n) for n in store.top_names()):
         raise RunError(f"{store.url}: holds objects and is not a tagllm output; choose another --out")
@@ -54,8 +63,9 @@ def put_folded(store: StoreOutput, shards: int) -> None:
 class ShardUpload:
     """Called by a shard's sink once the shard is committed locally (its answers durable): puts it in the store."""
 
-    def __init__(self, store: StoreOutput, cache: RequestCache | None, name: str):
+    def __init__(self, store: StoreOutput, cache: RequestCache | None, name: str, total: int | None = None):
         self.store, self.cache, self.name = store, cache, name
+        self.total = total  # shards in the source, when known before tagging: HF files go up under final names
         self.run = f"{int(time.time() * 1000):x}-{os.getpid()}"  # a restarted worker never reuses a name
         self.since, self.seq = 0, 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tagllm-upload")
@@ -84,7 +94,7 @@ class ShardUpload:
 
     def _put(self, shard: int, files: list[Path]) -> None:
         self._answers()
-        self.store.push_shard(shard, files)
+        self.store.push_shard(shard, files, self.total)
 
     def _answers(self) -> None:
         if self.cache is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import posixpath
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
 DEFAULT_METADATA = ("metadata.jsonl", "metadata.csv")
-READ_AHEAD = 32  # objects fetched together from an object store
+READ_AHEAD, CHUNKS_AHEAD = 32, 3  # objects fetched together from an object store; such fetches under way
 
 
 def safe_key(name: str) -> str:
@@ -160,19 +160,18 @@ class FolderSource(ListedSource):
         return [_Entry(rel, keys[rel], rel in rows, rows.get(rel)) for rel in rels]
 
     def _produce(self, entries: list[_Entry]) -> Iterator[Item]:
-        """From an object store, the next READ_AHEAD objects are fetched together (concurrently) while the
-        current ones are tagged: one object at a time would make every item wait a round trip."""
+        """From an object store, objects are fetched READ_AHEAD at a time (concurrently), CHUNKS_AHEAD such
+        fetches ahead of the items being tagged: one object at a time would make every item wait a round trip."""
         if not isinstance(self.tree, StoreTree):
             yield from super()._produce(entries)
             return
         chunks = [entries[i:i + READ_AHEAD] for i in range(0, len(entries), READ_AHEAD)]
-        with ThreadPoolExecutor(1, thread_name_prefix="tagllm-read-ahead") as pool:
-            ahead = pool.submit(self.tree.read_many, [e.rel for e in chunks[0]]) if chunks else None
+        with ThreadPoolExecutor(CHUNKS_AHEAD, thread_name_prefix="tagllm-read-ahead") as pool:
+            ahead = deque(pool.submit(self.tree.read_many, [e.rel for e in c]) for c in chunks[:CHUNKS_AHEAD])
             for n, chunk in enumerate(chunks):
-                assert ahead is not None
-                blobs = ahead.result()
-                if n + 1 < len(chunks):
-                    ahead = pool.submit(self.tree.read_many, [e.rel for e in chunks[n + 1]])
+                blobs = ahead.popleft().result()
+                if n + CHUNKS_AHEAD < len(chunks):
+                    ahead.append(pool.submit(self.tree.read_many, [e.rel for e in chunks[n + CHUNKS_AHEAD]]))
                 for entry in chunk:
                     yield self._item_for(entry, blobs.get(entry.rel))
 
