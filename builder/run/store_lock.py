@@ -7,7 +7,8 @@ A whole build refuses while a live part lock exists, a part while a live whole-b
 No kernel drops the lock of a killed process, so the holder rewrites its record every RENEW seconds; a
 record not renewed for STALE seconds (or one of a dead process on this host) is taken over. Two
 processes taking over one dead lock at the same moment could both delete and create it: each reads the
-lock back after SETTLE seconds and only the one whose record is there keeps it.
+lock back after SETTLE seconds and only the one whose record is there keeps it (a lock made where there
+was none needs no such look: only one conditional PUT succeeds).
 """
 
 from __future__ import annotations
@@ -63,10 +64,10 @@ class StoreLock:
             self.store.fs.rm_file(self.store.key(self.name))
             if not self._write(create=True):
                 return self.read() or {}
-        time.sleep(SETTLE)
-        now = self.read()
-        if not now or now.get("token") != self.record["token"]:
-            return now or {}
+            time.sleep(SETTLE)  # another process taking over the same lock may have deleted ours: look again
+            now = self.read()
+            if not now or now.get("token") != self.record["token"]:
+                return now or {}
         self._thread = threading.Thread(target=self._renew, name="tagllm-store-lock", daemon=True)
         self._thread.start()
         return None
