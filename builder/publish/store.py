@@ -114,12 +114,13 @@ class StoreOutput:
         return not self.fs.exists(self.root) or not self.fs.ls(self.root, detail=False)
 
     @_named
-    def pull(self) -> None:
-        """Copy the store's small files into the working folder (what resume and finalize read)."""
+    def pull(self, fresh: bool = False) -> None:
+        """Copy the store's small files into the working folder (what resume and finalize read); `fresh`
+        (an --overwrite): only the manifest and the human corrections, which outlive it."""
         self.fs.invalidate_cache(self.root)
-        for name in _SMALL:
+        for name in (layout.MANIFEST,) if fresh else _SMALL:
             self._get(name, missing_ok=True)
-        for folder in _SMALL_DIRS:
+        for folder in (REVIEW,) if fresh else _SMALL_DIRS:
             for name in self._names(folder):
                 self._get(f"{folder}/{name}", missing_ok=True)
 
@@ -220,11 +221,11 @@ class StoreOutput:
 
     @_named
     def push_finished(self) -> None:
-        """What completing a build writes besides shards and cache: totals, card and its contact sheet,
-        then the manifest. The gallery stays out, as on the Hub: one object per thumbnail and page would
-        cost a request each on every completion; `tagllm view` writes it in a downloaded copy."""
-        self.push(n for n in (layout.STATS, layout.CARD, layout.CONTACT_SHEET, layout.RECIPE, layout.CONCEPTS)
-                  if (self.work / n).is_file())
+        """What completing a build writes besides shards and cache (the recipe went up when it started):
+        totals, card and its contact sheet, then the manifest. The gallery stays out, as on the Hub: one
+        object per thumbnail and page would cost a request each on every completion; `tagllm view`
+        writes it in a downloaded copy."""
+        self.push(n for n in (layout.STATS, layout.CARD, layout.CONTACT_SHEET) if (self.work / n).is_file())
         self.push([layout.MANIFEST])
         self.drop_bulk()
 

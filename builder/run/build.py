@@ -164,7 +164,7 @@ class Builder:
             try:
                 with self._locked():
                     if self.store is not None:  # what the store holds now that no other build writes there
-                        remote.pull_output(self.store, self._ignore)
+                        remote.pull_output(self.store, self._ignore, self.overwrite)
                     self.started = time.time()
                     return self._locked_run()
             finally:  # a folder made for the lock alone, or emptied after an input error, goes too

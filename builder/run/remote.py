@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,10 +36,10 @@ def uploader(store: StoreOutput | None, cache: RequestCache | None, name: str, s
     return ShardUpload(store, cache, name, source.shard_count(per_shard))
 
 
-def pull_output(store: StoreOutput, ignore: Callable[[str], bool]) -> None:
+def pull_output(store: StoreOutput, ignore: Callable[[str], bool], overwrite: bool = False) -> None:
     """Bring the store's small files into the working folder; refuse a prefix that holds other objects
     (names `ignore` accepts are what a build, or a part starting beside this one, writes)."""
-    store.pull()
+    store.pull(fresh=overwrite)
     if not (store.work / layout.MANIFEST).is_file() and any(not ignore(n) for n in store.top_names()):
         raise RunError(f"{store.url}: holds objects and is not a tagllm output; choose another --out")
 
@@ -50,7 +49,7 @@ def gather(store: StoreOutput, shards: int) -> None:
     committed (index and marks) and their answer files."""
     store.drop_shards_from(shards)
     store.pull_dir(layout.INDEX_DIR, missing_only=True)
-    store.pull_dir(CACHES_DIR)
+    store.pull_dir(CACHES_DIR, missing_only=True)  # this process's own answer files are there already
 
 
 def put_folded(store: StoreOutput, shards: int) -> None:
@@ -99,11 +98,9 @@ class ShardUpload:
     def _answers(self) -> None:
         if self.cache is None:
             return
-        with tempfile.TemporaryDirectory(prefix="tagllm-answers-") as tmp:
-            delta = Path(tmp) / "delta.sqlite"
-            last = copy_new_rows(self.cache, self.since, delta)
-            if last == self.since:
-                return
-            self.seq += 1
-            self.store.push_file(delta, f"{CACHES_DIR}/{self.name}.{self.run}.{self.seq:05d}.sqlite")
-            self.since = last
+        rel = f"{CACHES_DIR}/{self.name}.{self.run}.{self.seq + 1:05d}.sqlite"
+        last = copy_new_rows(self.cache, self.since, self.store.work / rel)  # kept: the end need not fetch it
+        if last == self.since:
+            return
+        self.store.push([rel])
+        self.since, self.seq = last, self.seq + 1

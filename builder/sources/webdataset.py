@@ -15,8 +15,10 @@ import json
 import posixpath
 import re
 import tarfile
+import tempfile
 from collections.abc import Iterator
-from pathlib import PurePosixPath
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from builder import storage
@@ -213,15 +215,34 @@ def open_shard(url: str) -> IO[bytes]:
 
 
 def _streams(urls: list[str], current: list[str]) -> Iterator[dict[str, Any]]:
-    """webdataset's url+stream pairs, one open shard at a time; `current[0]` names the one being read."""
-    for url in urls:
-        current[0] = url
-        try:
-            stream = open_shard(url)
-        except Exception as exc:
-            raise UserError(f"source: cannot read WebDataset shard {storage.failure(exc, url)}") from exc
-        with stream:
-            yield {"url": url, "stream": stream}
+    """webdataset's url+stream pairs, one open shard at a time; `current[0]` names the one being read.
+
+    A store's tar is downloaded to a temporary file while the one before it is read (reading it straight
+    from the store would make tagging wait on every range request); at most two are on disk at a time."""
+    with tempfile.TemporaryDirectory(prefix="tagllm-tars-") as tmp, ThreadPoolExecutor(1) as pool:
+        def fetch(n: int) -> Future | None:
+            if n >= len(urls) or not storage.is_url(urls[n]):
+                return None
+            return pool.submit(_download, urls[n], Path(tmp) / f"{n}.tar")
+
+        ahead = fetch(0)
+        for n, url in enumerate(urls):
+            current[0] = url
+            fetched, ahead = ahead, fetch(n + 1)
+            try:
+                stream = open(fetched.result(), "rb") if fetched is not None else open_shard(url)
+            except Exception as exc:
+                raise UserError(f"source: cannot read WebDataset shard {storage.failure(exc, url)}") from exc
+            with stream:
+                yield {"url": url, "stream": stream}
+            if fetched is not None:
+                Path(stream.name).unlink(missing_ok=True)
+
+
+def _download(url: str, dest: Path) -> Path:
+    fs, path = storage.url_fs(url)
+    fs.get_file(path, str(dest))
+    return dest
 
 
 def _reason(exc: BaseException) -> str:
