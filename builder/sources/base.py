@@ -44,6 +44,10 @@ class Source(ABC):
         self.base_dir = base_dir
 
     def resolve(self, value: str) -> Path:
+        """A local path of the recipe (relative to its folder); an object-store URL is refused in one line."""
+        if storage.is_url(value):
+            raise UserError(f"source: {value}: kind {self.spec.kind} reads local files only (object-store URLs "
+                            "work with kinds folder, webdataset and img2dataset)")
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.base_dir / p
 
@@ -55,9 +59,6 @@ class Source(ABC):
 
     def image_folder(self) -> Path:
         """`spec.path` resolved: the folder the images are read from."""
-        if storage.is_url(self.spec.path):
-            raise UserError(f"source.path: {self.spec.path}: kind {self.spec.kind} reads local folders only "
-                            "(object-store URLs work with kinds folder and webdataset)")
         root = self.resolve(self.spec.path)
         if not root.is_dir():
             raise UserError(f"source.path: not a folder: {root}")

@@ -185,7 +185,9 @@ def test_store_errors_are_one_line_naming_the_url(tars: Path, photos: Path, s3_b
         ("webdataset", "s3://no-such-bucket-here/shards", "s3://no-such-bucket-here/shards: not found"),
         ("webdataset", f"{s3_bucket}/absent/", "not found"),
         ("webdataset", f"{s3_bucket}/broken/x.tar", rf"cannot read WebDataset shard {s3_bucket}/broken/x.tar"),
-        ("coco", f"{s3_bucket}/shards", "kind coco reads local folders only"),
+        ("coco", f"{s3_bucket}/shards", "kind coco reads local files only"),
+        ("voc", f"{s3_bucket}/shards", "kind voc reads local files only"),
+        ("nuswide", f"{s3_bucket}/shards", "kind nuswide reads local files only"),
     ]
     upload(photos, f"{s3_bucket}/photos")
     cases.append(("webdataset", f"{s3_bucket}/photos", rf"no \.tar shards in {s3_bucket}/photos"))
