@@ -111,7 +111,13 @@ class WebDatasetSource(Source):
         """Per local or store tar: the sample names in tar order, from the tar headers only; None for remote shards."""
         if not hasattr(self, "_planned"):
             urls = self.shard_urls()
-            self._planned = None if REMOTE.match(urls[0]) else [(url, tar_sample_names(url)) for url in urls]
+            if REMOTE.match(urls[0]):
+                self._planned = None
+            elif storage.is_url(urls[0]):  # a store: one round trip per tar, so several tars at once
+                with ThreadPoolExecutor(min(8, len(urls))) as pool:
+                    self._planned = list(zip(urls, pool.map(tar_sample_names, urls), strict=True))
+            else:
+                self._planned = [(url, tar_sample_names(url)) for url in urls]
         return self._planned
 
     def size(self) -> int | None:
