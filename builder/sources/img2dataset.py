@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from builder.errors import UserError
+from builder.recipe.model import redact_url
 from builder.records import Item
 from builder.sources.base import Source
 from builder.sources.folder import IMAGE_EXTS, safe_key
@@ -153,7 +154,7 @@ class Img2DatasetSource(Source):
         problem = None if shard.tar else f"{shard.stem}.tar does not exist"
         for i, row in enumerate(rows, lo):
             ref = {"tar": f"{shard.stem}.tar", "member": None, "parquet": f"{shard.stem}.parquet", "row": i}
-            item = Item(key=keys[i], image=None, ext="", ref=ref, caption=row["caption"], url=row["url"],
+            item = Item(key=keys[i], image=None, ext="", ref=ref, caption=row["caption"], url=_public(row["url"]),
                         original_width=row["original_width"], original_height=row["original_height"])
             if row["status"] != "success":
                 item.error = REASONS.get(row["status"], "download")
@@ -200,7 +201,7 @@ class Img2DatasetSource(Source):
                 continue
             members = found[1]
             meta = _json(members.get("json"))
-            item.url = meta.get("url")
+            item.url = _public(meta.get("url"))
             item.original_width, item.original_height = meta.get("original_width"), meta.get("original_height")
             caption = members.get("txt")
             item.caption = caption.decode("utf-8", "replace") if caption is not None else meta.get("caption")
@@ -261,3 +262,8 @@ def _json(data: bytes | None) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _public(url: str | None) -> str | None:
+    """A url as the dataset may publish it: no user:password@ (img2dataset keeps what the url list had)."""
+    return redact_url(url) if url else url

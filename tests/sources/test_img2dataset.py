@@ -233,3 +233,22 @@ def test_a_simulated_build_needs_allow_unlabeled(i2d, build, write_recipe) -> No
     folder, _ = i2d
     with pytest.raises(UserError, match="has none"):
         build(write_recipe(source={"kind": "img2dataset", "path": str(folder)}))
+
+
+def test_credentials_in_a_url_are_not_kept(tmp_path: Path, open_src) -> None:
+    """A url list may carry user:password@ (img2dataset keeps it as given); the published record must not."""
+    folder = tmp_path / "secret"
+    write_img2dataset(folder, {"00000": [("000000", "ok"), ("000001", "404")]})
+    table = pq.read_table(folder / "00000.parquet").to_pylist()
+    for row in table:
+        row["url"] = row["url"].replace("http://", "http://user:hunter2@")
+    pq.write_table(pa.Table.from_pylist(table, schema=PARQUET_SCHEMA), folder / "00000.parquet")
+    with tarfile.open(folder / "00000.tar") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}
+    meta = json.loads(members["000000.json"])
+    members["000000.json"] = json.dumps({**meta, "url": table[0]["url"]}).encode()
+    with tarfile.open(folder / "00000.tar", "w") as tar:
+        for name, data in members.items():
+            add(tar, name, data)
+    items = list(open_src("img2dataset", folder))
+    assert [i.url for i in items] == ["http://example.test/ok/0.jpg", "http://example.test/404/1.jpg"]
