@@ -21,6 +21,8 @@ atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
 os.environ.setdefault("HF_HOME", _HF_HOME)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# gcsfs >= 2026.10 first asks over gRPC whether a bucket is zonal (60 s against an emulator): plain JSON API
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,3 +100,16 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.setenv(key, value)
     s3store.clear_fs_cache()
     return s3store.new_bucket()
+
+
+@pytest.fixture
+def gcs_bucket(monkeypatch: pytest.MonkeyPatch) -> str:
+    """An empty bucket on the session's GCS emulator, reached through STORAGE_EMULATOR_HOST: 'gs://NAME'."""
+    pytest.importorskip("gcsfs")
+    import gcsstore
+
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcsstore.endpoint())
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    return gcsstore.new_bucket()

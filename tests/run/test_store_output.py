@@ -176,3 +176,18 @@ def test_store_errors_are_one_line_and_name_the_url(recipe, s3_bucket) -> None:
     foreign = CliRunner().invoke(main, ["build", str(recipe("y", f"{s3_bucket}/foreign")), "--no-progress"])
     assert foreign.exit_code != 0 and "is not a tagllm output" in foreign.output, foreign.output
     assert fs.cat(f"{root}/notes.txt") == b"someone else's"
+
+
+def test_gcs_source_and_output_equal_the_local_build(recipe, local, gcs_bucket, tmp_path) -> None:
+    """gs:// through gcsfs, against a GCS emulator: images read from a bucket, the output written to one."""
+    fs, root = url_fs(gcs_bucket)
+    photos = tmp_path / "photos"
+    fs.put([str(p) for p in sorted(photos.iterdir())], f"{root}/photos/")
+    url = f"{gcs_bucket}/runs/one"
+    output = build(str(recipe("gcs", url)), "--set", f"source.path={gcs_bucket}/photos")
+    assert f"output: {url}" in output and "shards 6" in output
+    got = download(url, tmp_path / "got")
+    assert comparable(got) == comparable(local)
+    assert names(got) == names(local)
+    again = build(str(recipe("gcs", url)), "--set", f"source.path={gcs_bucket}/photos")
+    assert "sent this run 0" in again and "6 kept from an earlier run" in again
