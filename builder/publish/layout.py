@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from builder import storage
 from builder.errors import UserError
 from builder.records import ENCODED_KINDS, FIELD_KINDS, EncodedRecord, Record
 
@@ -124,6 +126,10 @@ def recorded_runs(out: Path, manifest: dict[str, Any] | None = None) -> list[dic
 
 def require_output(out: Path) -> Path:
     out = Path(out)
+    url = re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*):/+", r"\1://", str(out))  # a Path folds s3://b into s3:/b
+    if storage.is_url(url) and not out.exists():
+        raise UserError(f"{url}: an object-store output; this command reads a local folder: copy it down first "
+                        f"(`aws s3 sync` for s3://, `gcloud storage rsync` for gs://), then run it on that folder")
     if not (out / MANIFEST).is_file():
         raise UserError(f"{out}: not a tagllm output folder (no {MANIFEST})")
     return out

@@ -191,3 +191,10 @@ def test_gcs_source_and_output_equal_the_local_build(recipe, local, gcs_bucket, 
     assert names(got) == names(local)
     again = build(str(recipe("gcs", url)), "--set", f"source.path={gcs_bucket}/photos")
     assert "sent this run 0" in again and "6 kept from an earlier run" in again
+
+
+@pytest.mark.parametrize("command", ["inspect", "eval", "relabel", "view"])
+def test_commands_that_read_a_local_folder_say_so_for_a_url(command: str) -> None:
+    result = CliRunner().invoke(main, [command, "s3://some-bucket/tagged/set"])
+    assert result.exit_code != 0
+    assert "s3://some-bucket/tagged/set: an object-store output; this command reads a local folder" in result.output
