@@ -104,16 +104,6 @@ class StoreOutput:
                            "with these credentials; create it or check the store's credentials")
 
     @_named
-    def holds_output(self) -> bool:
-        self.fs.invalidate_cache(self.root)
-        return self.fs.exists(self.key(layout.MANIFEST))
-
-    @_named
-    def is_empty(self) -> bool:
-        self.fs.invalidate_cache(self.root)
-        return not self.fs.exists(self.root) or not self.fs.ls(self.root, detail=False)
-
-    @_named
     def pull(self, fresh: bool = False) -> None:
         """Copy the store's small files into the working folder (what resume and finalize read); `fresh`
         (an --overwrite): only the manifest and the human corrections, which outlive it."""
