@@ -9,7 +9,7 @@ mark; the shard counts as missing and the next run writes it again under the sam
 record is ever there twice. The working folder starts with the store's small files (`pull`:
 manifest, recipe, index, shard marks, part markers, caches), so resume, `finalize` and the
 gallery read them as on disk; images are read from the store only where the working folder does
-not have them (`open_object`). It is deleted when the run ends.
+not have them (`open_object`). Its images go once the run has put them up, the rest when the process ends.
 """
 
 from __future__ import annotations
