@@ -51,15 +51,17 @@ def url_fs(url: str) -> tuple[Any, str]:
         raise UserError(f"{url}: not a usable {proto}:// address ({exc})") from exc
 
 
-def join(url: str, *parts: str) -> str:
-    return "/".join([url.rstrip("/"), *(p.strip("/") for p in parts if p)])
-
-
 def failure(exc: BaseException, url: str) -> str:
     """One line for a store error (no bucket, no permission, no endpoint) that names the URL."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     if isinstance(exc, PermissionError):
         return f"{url}: access denied ({text}); check the store's credentials (AWS_* variables, ~/.aws, gcloud)"
     if isinstance(exc, FileNotFoundError):
         return f"{url}: not found ({text})"
     return f"{url}: {type(exc).__name__}: {text}"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text (store clients write several), or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

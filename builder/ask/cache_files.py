@@ -17,7 +17,7 @@ from pathlib import Path
 from builder.ask.cache import Entries, RequestCache
 from builder.publish import layout
 
-CACHES_DIR = "caches"
+CACHES_DIR = layout.CACHES_DIR
 
 
 def open_cache(out: Path, name: str | None = None) -> RequestCache:

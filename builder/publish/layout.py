@@ -44,6 +44,7 @@ CACHE = "cache.sqlite"
 INDEX_DIR = "index"
 WDS_DIR = "webdataset"
 HF_DIR = "data"
+CACHES_DIR = "caches"  # caches/NAME.sqlite: a part's or worker's own request cache (builder.ask.cache_files)
 PARTS_DIR = "parts"  # parts/part-I-of-N.json: what a `--part` build did (builder.run.parts)
 LOCK = ".tagllm.lock"  # the writer lock (builder.run.lock); parts add .tagllm.part-I-of-N.lock
 CONTACT_SHEET = "contact_sheet.jpg"  # beside the card (publish.gallery.contact_sheet)
@@ -84,18 +85,27 @@ def tar_path(out: Path, shard: int) -> Path:
     return out / WDS_DIR / f"{shard_name(shard)}.tar"
 
 
+def hf_file_name(shard: int, total: int | None = None) -> str:
+    """train-00003.parquet while the shard total is unknown, train-00003-of-00010.parquet (the Hub's) once it is."""
+    return f"train-{shard:05d}.parquet" if total is None else f"train-{shard:05d}-of-{total:05d}.parquet"
+
+
+def shard_of_mark(name: str) -> int | None:
+    """3 for 'shard-00003.stats.json' (a shard's completion mark); None for any other name."""
+    if not (name.startswith("shard-") and name.endswith(".stats.json")):
+        return None
+    try:
+        return int(name.split(".")[0].split("-")[1])
+    except (IndexError, ValueError):
+        return None
+
+
 def completed_shards(out: Path) -> list[int]:
     """Shards whose stats json exists: the last file written for a shard."""
     folder = out / INDEX_DIR
     if not folder.is_dir():
         return []
-    found = []
-    for p in folder.glob("shard-*.stats.json"):
-        try:
-            found.append(int(p.name.split(".")[0].split("-")[1]))
-        except (IndexError, ValueError):
-            continue
-    return sorted(found)
+    return sorted(k for k in map(shard_of_mark, (p.name for p in folder.glob("shard-*.stats.json"))) if k is not None)
 
 
 def read_json(path: Path) -> Any:

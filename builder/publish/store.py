@@ -29,10 +29,9 @@ from builder.errors import RunError
 from builder.publish import layout
 
 MARKER = layout.STORE_MARKER  # in a working folder: the URL it stands for
-CACHES = "caches"
 REVIEW = "review"
 _SMALL = (layout.MANIFEST, layout.RECIPE, layout.CONCEPTS, layout.CACHE)
-_SMALL_DIRS = (layout.INDEX_DIR, layout.PARTS_DIR, CACHES, REVIEW)  # every object under them is pulled
+_SMALL_DIRS = (layout.INDEX_DIR, layout.PARTS_DIR, layout.CACHES_DIR, REVIEW)  # every object under them is pulled
 T = TypeVar("T")
 
 
@@ -111,8 +110,7 @@ class StoreOutput:
         for name in (layout.MANIFEST,) if fresh else _SMALL:
             self._get(name, missing_ok=True)
         for folder in (REVIEW,) if fresh else _SMALL_DIRS:
-            for name in self._names(folder):
-                self._get(f"{folder}/{name}", missing_ok=True)
+            self.pull_dir(folder)
 
     @_named
     def pull_shard(self, shard: int) -> bool:
@@ -149,14 +147,7 @@ class StoreOutput:
     @_named
     def completed(self) -> list[int]:
         """Shards whose stats object exists in the store (the completion marks)."""
-        found = []
-        for name in self._names(layout.INDEX_DIR):
-            if name.startswith("shard-") and name.endswith(".stats.json"):
-                try:
-                    found.append(int(name.split(".")[0].split("-")[1]))
-                except ValueError:
-                    continue
-        return sorted(found)
+        return sorted(k for k in map(layout.shard_of_mark, self._names(layout.INDEX_DIR)) if k is not None)
 
     @_named
     def open_object(self, rel: str | Path) -> Any:
@@ -190,11 +181,6 @@ class StoreOutput:
             self.fs.put_file(str(self.work / local), self.key(rel))
         elif targets:
             self.fs.put([str(self.work / r) for r in targets], [self.key(r) for r in targets.values()])
-
-    @_named
-    def push_file(self, local: Path, rel: str) -> None:
-        """Put a file from outside the working folder under `rel`."""
-        self.fs.put_file(str(local), self.key(rel))
 
     @_named
     def push_shard(self, shard: int, files: list[Path], total: int | None = None) -> None:
@@ -252,16 +238,15 @@ class StoreOutput:
         """The HF files named with the shard total (the Hub's layout), by a copy inside the store."""
         for name in self._names(layout.HF_DIR):
             if name.startswith("train-") and name.endswith(".parquet"):
-                shard = int(name[len("train-"):len("train-") + 5])
-                target = f"train-{shard:05d}-of-{total:05d}.parquet"
+                target = layout.hf_file_name(int(name[len("train-"):len("train-") + 5]), total)
                 if name != target:
                     self.fs.mv(self.key(f"{layout.HF_DIR}/{name}"), self.key(f"{layout.HF_DIR}/{target}"))
 
 
 def _final(rel: Path, shard: int, total: int | None) -> Path:
     """The object name of a shard file: an HF file named with the shard total when it is known."""
-    if total and rel.parent.name == layout.HF_DIR and rel.name == f"train-{shard:05d}.parquet":
-        return rel.with_name(f"train-{shard:05d}-of-{total:05d}.parquet")
+    if total and rel.parent.name == layout.HF_DIR and rel.name == layout.hf_file_name(shard):
+        return rel.with_name(layout.hf_file_name(shard, total))
     return rel
 
 

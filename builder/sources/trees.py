@@ -135,12 +135,13 @@ class StoreTree(Tree):
         return sorted(r for r in rels if r and r != "." and not any(part.startswith(".") for part in r.split("/")))
 
     def read_many(self, rels: list[str]) -> dict[str, bytes | OSError]:
-        """Several objects in one concurrent fetch: rel -> bytes, or the OSError reading it."""
+        """Several objects in one concurrent fetch: rel -> bytes, or the OSError reading it; a rel left out
+        (all of them when the fetch as a whole failed) is read by the caller on its own."""
         paths = {self.join(rel): rel for rel in rels}
         try:
             got = self.fs.cat(list(paths), on_error="return")
-        except Exception as exc:  # noqa: BLE001 - the whole fetch failed: read them one by one instead
-            return {rel: _as_os_error(exc) for rel in rels}
+        except Exception:  # noqa: BLE001 - the whole fetch failed: the caller reads them one by one instead
+            return {}
         found: dict[str, bytes | OSError] = {}
         for path, value in got.items():
             rel = paths.get(path) or paths.get(self.fs._strip_protocol(path))
@@ -154,7 +155,7 @@ class StoreTree(Tree):
         except OSError:
             raise
         except Exception as exc:  # botocore / aiohttp / google errors that the store did not translate
-            raise OSError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from exc
+            raise _as_os_error(exc) from exc
 
 
 
@@ -162,5 +163,4 @@ def _as_os_error(exc: BaseException) -> OSError:
     """Store errors as OSError (what a local read raises), so a failed read is recorded the same way."""
     if isinstance(exc, OSError):
         return exc
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return OSError(text)
+    return OSError(storage.first_line(exc))

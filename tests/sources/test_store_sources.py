@@ -235,3 +235,15 @@ def test_build_from_the_store_equals_the_build_from_disk(photo_folder: Path, s3_
     assert tables[0] == tables[1] and len(tables[0]) == 12
     assert {row["status"] for row in tables[0]} == {"ok"} and any(row["labels"] != "[]" for row in tables[0])
     assert f"path: {s3_bucket}/photos" in saved
+
+
+def test_folder_fetch_that_fails_as_a_whole_reads_each_object_on_its_own(photos: Path, s3_bucket: str, opener,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    upload(photos, f"{s3_bucket}/photos")
+    expected = [(i.key, i.image, i.error) for i in opener("folder", photos)]
+
+    def broken_batch(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("the batch request was cut")
+
+    monkeypatch.setattr(store_fs(), "cat", broken_batch)
+    assert [(i.key, i.image, i.error) for i in opener("folder", f"{s3_bucket}/photos")] == expected

@@ -43,7 +43,7 @@ class HFWriter(Writer):
 
     def final_path(self, shard: int) -> Path:
         existing = self._existing().get(shard)
-        return existing or self.out / layout.HF_DIR / f"train-{shard:05d}.parquet"
+        return existing or self.out / layout.HF_DIR / layout.hf_file_name(shard)
 
     def _existing(self) -> dict[int, Path]:
         folder = self.out / layout.HF_DIR
@@ -104,6 +104,6 @@ class HFWriter(Writer):
         """Name every file with the shard total, as the Hub's parquet layout does."""
         total = len(shards)
         for shard, path in sorted(self._existing().items()):
-            target = path.with_name(f"train-{shard:05d}-of-{total:05d}.parquet")
+            target = path.with_name(layout.hf_file_name(shard, total))
             if path != target:
                 os.replace(path, target)
