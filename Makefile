@@ -13,10 +13,12 @@ MODEL ?=
 LS_VENV ?= .cache/label-studio/venv
 LS_PY := $(LS_VENV)/bin/python
 LS_STAMP := $(LS_VENV)/.installed-ls1.23-sdk2.1
+LS_REQS := 'label-studio>=1.23,<1.24' 'label-studio-sdk>=2.1,<2.2'
 REVIEW_OUT ?= out/review-demo
 # FiftyOne (for the export's test) lives in its own cached venv too; Chromium comes from Debian
 FO_VENV ?= .cache/fiftyone/venv
 FO_STAMP := $(FO_VENV)/.installed-fo1.22
+FO_REQS := 'fiftyone>=1.22,<1.23'
 VIEW_OUT ?= out/view-demo
 # img2dataset (the real downloader, for its source's test) too: it pins webdataset<0.3 and pulls wandb/albumentations
 I2D_VENV ?= .cache/img2dataset/venv
@@ -61,19 +63,22 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get install -y -q chromium fonts-dejavu-core || \
 	    { apt-get update -q && apt-get install -y -q chromium fonts-dejavu-core; }; }
 
+# A tool's own cached venv: $(call tool_venv,VENV,REQUIREMENTS) in the recipe of its stamp file
+# (requirements with commas go through a variable: a comma in the call itself separates arguments)
+define tool_venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install -q --upgrade pip
+	$(1)/bin/pip install -q $(2)
+	touch $@
+endef
+
 $(FO_STAMP):
-	$(PYTHON) -m venv $(FO_VENV)
-	$(FO_VENV)/bin/pip install -q --upgrade pip
-	$(FO_VENV)/bin/pip install -q 'fiftyone>=1.22,<1.23'
-	touch $(FO_STAMP)
+	$(call tool_venv,$(FO_VENV),$(FO_REQS))
 
 fiftyone: $(FO_STAMP)
 
 $(I2D_STAMP):
-	$(PYTHON) -m venv $(I2D_VENV)
-	$(I2D_VENV)/bin/pip install -q --upgrade pip
-	$(I2D_VENV)/bin/pip install -q 'img2dataset==1.47.0'
-	touch $(I2D_STAMP)
+	$(call tool_venv,$(I2D_VENV),'img2dataset==1.47.0')
 
 img2dataset: $(I2D_STAMP)
 
@@ -90,10 +95,7 @@ docs-images: chromium
 	$(PY) -m builder.dev.chromium $(VIEW_OUT) --docs docs
 
 $(LS_STAMP):
-	$(PYTHON) -m venv $(LS_VENV)
-	$(LS_VENV)/bin/pip install -q --upgrade pip
-	$(LS_VENV)/bin/pip install -q 'label-studio>=1.23,<1.24' 'label-studio-sdk>=2.1,<2.2'
-	touch $(LS_STAMP)
+	$(call tool_venv,$(LS_VENV),$(LS_REQS))
 
 label-studio: $(LS_STAMP)
 
