@@ -63,9 +63,10 @@ class Stand:
         return web.json_response({"choices": [{"message": {"content": "yes"}}], "usage": {"prompt_tokens": 3}})
 
 
-def ask(stand: Stand, requests: list[Request], **kwargs: Any) -> tuple[list, HttpEngine]:
+def ask_app(app: web.Application, requests: list[Request], **kwargs: Any) -> tuple[list, HttpEngine]:
+    """Serve `app` on a test server and send `requests` through an http engine pointed at it."""
     async def go() -> tuple[list, HttpEngine]:
-        server = TestServer(stand.app())
+        server = TestServer(app)
         await server.start_server()
         engine = HttpEngine(servers=[str(server.make_url("")).rstrip("/")], backoff=0.01, **kwargs)
         try:
@@ -76,6 +77,10 @@ def ask(stand: Stand, requests: list[Request], **kwargs: Any) -> tuple[list, Htt
             await server.close()
 
     return asyncio.run(go())
+
+
+def ask(stand: Stand, requests: list[Request], **kwargs: Any) -> tuple[list, HttpEngine]:
+    return ask_app(stand.app(), requests, **kwargs)
 
 
 def test_a_model_the_server_does_not_serve_is_refused_with_both_names() -> None:
@@ -216,20 +221,9 @@ def native_stand(accept_batches: bool) -> tuple[web.Application, list]:
 
 
 def ask_native(accept_batches: bool, requests: list[Request], **kwargs: Any) -> tuple[list, list]:
-    async def go() -> tuple[list, list]:
-        app, seen = native_stand(accept_batches)
-        server = TestServer(app)
-        await server.start_server()
-        engine = HttpEngine(servers=[str(server.make_url("")).rstrip("/")], api="http-sglang",
-                            yes_token_ids=[5], no_token_ids=[7], backoff=0.01, **kwargs)
-        try:
-            await engine.start()
-            return await engine.generate(requests), seen
-        finally:
-            await engine.close()
-            await server.close()
-
-    return asyncio.run(go())
+    app, seen = native_stand(accept_batches)
+    results, _ = ask_app(app, requests, api="http-sglang", yes_token_ids=[5], no_token_ids=[7], **kwargs)
+    return results, seen
 
 
 def one_image_questions() -> list[Request]:
