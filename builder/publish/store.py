@@ -27,11 +27,11 @@ from typing import Any, TypeVar
 from builder import storage
 from builder.errors import RunError
 from builder.publish import layout
+from builder.publish.corrections import REVIEW_DIR
 
 MARKER = layout.STORE_MARKER  # in a working folder: the URL it stands for
-REVIEW = "review"
 _SMALL = (layout.MANIFEST, layout.RECIPE, layout.CONCEPTS, layout.CACHE)
-_SMALL_DIRS = (layout.INDEX_DIR, layout.PARTS_DIR, layout.CACHES_DIR, REVIEW)  # every object under them is pulled
+_SMALL_DIRS = (layout.INDEX_DIR, layout.PARTS_DIR, layout.CACHES_DIR, REVIEW_DIR)  # every object under them is pulled
 T = TypeVar("T")
 
 
@@ -44,9 +44,9 @@ def _named(method: Callable[..., T]) -> Callable[..., T]:
             return method(self, *args, **kwargs)
         except RunError:
             raise
-        except Exception as exc:  # botocore/gcsfs errors are not all OSErrors
-            if type(exc).__module__.split(".")[0] in ("builtins", "botocore", "aiobotocore", "s3fs", "gcsfs",
-                                                       "google", "aiohttp", "fsspec"):
+        except Exception as exc:  # botocore/gcsfs errors are not all OSErrors (a bug of ours is not a store error)
+            if isinstance(exc, (OSError, ValueError)) or type(exc).__module__.split(".")[0] in (
+                    "botocore", "aiobotocore", "s3fs", "gcsfs", "google", "aiohttp", "fsspec"):
                 raise RunError(storage.failure(exc, self.url)) from exc
             raise
 
@@ -109,7 +109,7 @@ class StoreOutput:
         self.fs.invalidate_cache(self.root)
         for name in (layout.MANIFEST,) if fresh else _SMALL:
             self._get(name, missing_ok=True)
-        for folder in (REVIEW,) if fresh else _SMALL_DIRS:
+        for folder in (REVIEW_DIR,) if fresh else _SMALL_DIRS:
             self.pull_dir(folder)
 
     @_named
@@ -219,7 +219,7 @@ class StoreOutput:
     def clear(self) -> None:
         """Delete every object of the output (--overwrite), the human corrections excepted."""
         self.fs.invalidate_cache(self.root)
-        keys = [k for k in self.fs.find(self.root) if not k.startswith(self.key(REVIEW) + "/")]
+        keys = [k for k in self.fs.find(self.root) if not k.startswith(self.key(REVIEW_DIR) + "/")]
         if keys:
             self.fs.rm(keys)
 

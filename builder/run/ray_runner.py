@@ -28,6 +28,7 @@ from builder.engines.registry import open_engine
 from builder.errors import RunError, UserError
 from builder.method import TaggingContext
 from builder.publish import layout
+from builder.publish.corrections import REVIEW_DIR
 from builder.publish.store import StoreOutput
 from builder.publish.writers import make_writers
 from builder.recipe.model import LoadedRecipe
@@ -77,8 +78,9 @@ class ShardWorker:
                 references = functools.partial(source_references, self.loaded)
                 engine = open_engine(spec, self.loaded.vocab, references=references)
                 await engine.start()
-                if self.store is not None:
-                    self.store.pull()  # the manifest, shard marks and the caches of earlier runs
+                if self.store is not None:  # what a worker reads: earlier runs' answers, reviewed labels
+                    for folder in (layout.CACHES_DIR, REVIEW_DIR):  # (a shard's mark: when it is handed over)
+                        self.store.pull_dir(folder)
                 name = f"worker-{self.slot:03d}"
                 cache = open_cache(self.out, name)
                 tagging = Tagging.open(self.loaded, self.out, engine, cache, TaggingContext(self.loaded),
