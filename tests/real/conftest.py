@@ -131,7 +131,8 @@ def router_over_two_sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
             workers.append(f"http://127.0.0.1:{port}")
         port = free_port()
         procs.append(start([str(ROUTER_PY), "-m", "sglang_router.launch_router", "--host", "127.0.0.1",
-                            "--port", str(port), "--policy", "cache_aware", "--worker-urls", *workers],
+                            "--port", str(port), "--prometheus-port", str(free_port()), "--policy", "cache_aware",
+                            "--worker-urls", *workers],
                            f"http://127.0.0.1:{port}/health", logs / "router.log", seconds=120))
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -107,7 +107,8 @@ def test_router_keeps_each_image_on_one_worker(pair: list[SglangServer], tmp_pat
         before = [metrics(s) for s in pair]
         port = free_port()
         router = start([str(ROUTER_PY), "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port",
-                        str(port), "--policy", policy, "--worker-urls", *(s.url for s in pair)],
+                        str(port), "--prometheus-port", str(free_port()), "--policy", policy,
+                        "--worker-urls", *(s.url for s in pair)],
                        f"http://127.0.0.1:{port}/health", tmp_path / f"router-{policy}.log", seconds=120)
         try:
             wait_for_workers(f"http://127.0.0.1:{port}", len(pair))

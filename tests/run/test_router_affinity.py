@@ -42,14 +42,20 @@ def workers(tmp_path_factory):
     servers.close()
 
 
-def start_router(urls: list[str], policy: str, *extra: str) -> tuple[subprocess.Popen, str]:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def start_router(urls: list[str], policy: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    """A router on free ports (its own and its metrics exporter's: two routers would clash on 29000)."""
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "sglang_router.launch_router", "--host", "127.0.0.1",
-                             "--port", str(port), "--policy", policy, *extra, "--worker-urls", *urls],
+                             "--port", str(port), "--prometheus-port", str(free_port()), "--policy", policy, *extra,
+                             "--worker-urls", *urls],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
